@@ -1,0 +1,51 @@
+"""isoplastic: isotropic neural networks with adaptive topology.
+
+The public contract (see the README): activations, networks, the symmetry operations and the
+structural changes. Plotting, the trainer's CLI and the experiments are imported on demand and
+never by ``import isoplastic``.
+"""
+
+from .activations import AbstractRadialProfile as AbstractRadialProfile
+from .activations import CallableProfile as CallableProfile
+from .activations import IntrinsicLength as IntrinsicLength
+from .activations import IsotropicActivation as IsotropicActivation
+from .activations import IsotropicTanh as IsotropicTanh
+from .activations import TanhProfile as TanhProfile
+from .core import Axis as Axis
+from .core import HiddenSpace as HiddenSpace
+from .core import register_optimizer as register_optimizer
+from .core import transaction as transaction
+from .errors import IsoplasticError as IsoplasticError
+from .errors import NonFiniteError as NonFiniteError
+from .errors import TopologyError as TopologyError
+from .errors import UnsupportedOptimizerError as UnsupportedOptimizerError
+from .linalg import ordered_svd as ordered_svd
+from .linalg import random_orthogonal as random_orthogonal
+from .nn import ElementwiseMLP as ElementwiseMLP
+from .nn import IsotropicMLP as IsotropicMLP
+from .nn import PsiMode as PsiMode
+from .ops.diagonalise import SparsifyReport as SparsifyReport
+from .ops.diagonalise import count_nonzero as count_nonzero
+from .ops.diagonalise import full_diagonalise as full_diagonalise
+from .ops.diagonalise import left_diagonalise as left_diagonalise
+from .ops.diagonalise import singular_values as singular_values
+from .ops.diagonalise import sparsify as sparsify
+from .ops.diagonalise import sparsity_closed_form as sparsity_closed_form
+from .ops.reparameterise import reparameterise as reparameterise
+from .topology.grow import neurogenesis as neurogenesis
+from .topology.policies import AbstractPolicy as AbstractPolicy
+from .topology.policies import FixedTopology as FixedTopology
+from .topology.policies import ScaffoldPolicy as ScaffoldPolicy
+from .topology.policies import WidthSchedule as WidthSchedule
+from .topology.policies import neuroadapt as neuroadapt
+from .topology.policies import set_width as set_width
+from .topology.record import StructuralChange as StructuralChange
+from .topology.resize import add_inputs as add_inputs
+from .topology.resize import add_outputs as add_outputs
+from .topology.resize import remove_inputs as remove_inputs
+from .topology.resize import remove_outputs as remove_outputs
+from .topology.shrink import neurodegeneration as neurodegeneration
+from .verify import FunctionChange as FunctionChange
+from .verify import function_change as function_change
+
+__version__ = "0.1.0"

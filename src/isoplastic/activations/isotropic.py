@@ -1,0 +1,191 @@
+r"""Isotropic activations with an intrinsic length.
+
+For a layer vector ``z`` (the feature axis ``dim``) and intrinsic length ``o``:
+
+.. math::
+    ρ(z; o) = \sqrt{|\,‖z‖^2 + o\,|}, \qquad g(z; o) = s(ρ)/ρ, \qquad φ(z; o) = g(z; o)\, z.
+
+``φ`` commutes with every orthogonal ``R`` acting on the feature axis: ``φ(Rz) = Rφ(z)``, because
+``‖Rz‖ = ‖z‖``. The gain ``g`` is one scalar per sample (per spatial position for convolutions).
+
+The intrinsic length ``o`` behaves like the squared length of a phantom coordinate that is always
+present: neurodegeneration folds a removed neuron's constant pre-activation ``b*`` into it,
+``o ← o + b*²``, which keeps ``ρ`` and hence ``g`` unchanged (paper-notes §6-7).
+
+Numerics: the gain is evaluated as a function of ``q = ρ²`` (see :mod:`.profiles`); for
+``q < eps²`` an exact series replaces the closed form, so values and gradients of every order are
+finite at ``z = 0`` (including ``o = 0``) and continuous across the switch. ``small_ball="paper"``
+instead reproduces the author's code: ``g = tanh(√|o|)/√|o|`` if ``|o| > 0.01`` else 1 inside the ball
+(a jump of about ``eps²/3`` at its edge).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+
+from .profiles import AbstractRadialProfile, TanhProfile, tanh_gain_at
+
+
+class IntrinsicLength(str, Enum):
+    """How the intrinsic length ``o`` is stored.
+
+    * ``none``: ``o = 0`` always; structural changes do not update it.
+    * ``constant``: a buffer (initially ``1e-6``) changed only by structural operations.
+    * ``trainable``: a parameter stored as ``log o`` (so ``o > 0``), initially ``o = 1e-6``.
+    """
+
+    NONE = "none"
+    CONSTANT = "constant"
+    TRAINABLE = "trainable"
+
+    @classmethod
+    def parse(cls, value: str | IntrinsicLength) -> IntrinsicLength:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(
+                f"intrinsic_length={value!r} is not a known mode; choose one of {choices}"
+            ) from None
+
+
+O_INIT = 1e-6
+
+
+class IsotropicActivation(nn.Module):
+    """``φ(z) = s(ρ)/ρ · z`` over axis ``dim`` with ``ρ = sqrt(|‖z‖² + o|)``.
+
+    Args:
+        profile: the radial profile ``s`` (default :class:`TanhProfile`).
+        intrinsic_length: ``"none" | "constant" | "trainable"`` (see :class:`IntrinsicLength`).
+        eps: radius of the small ball around ``ρ = 0`` where the series (or the paper's branch) is
+            used.
+        dim: the feature axis (``-1`` for ``(batch, n)``, ``1`` for ``(batch, C, H, W)``).
+        small_ball: ``"series"`` (exact, default) or ``"paper"`` (the author's constant branch).
+        o_init: initial intrinsic length for the constant and trainable modes.
+
+    Shapes:
+        input ``z``: ``(..., n, ...)`` with the feature axis at ``dim``; output: same shape.
+        :meth:`forward_with_gain` also returns the gain, shape ``z`` with ``dim`` of size 1.
+
+    Example:
+        >>> act = IsotropicActivation(intrinsic_length="trainable")
+        >>> z = torch.randn(5, 3)
+        >>> act(z).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        profile: AbstractRadialProfile | None = None,
+        intrinsic_length: str | IntrinsicLength = "none",
+        eps: float = 1e-3,
+        dim: int = -1,
+        small_ball: str = "series",
+        o_init: float = O_INIT,
+    ) -> None:
+        super().__init__()
+        self.profile = profile if profile is not None else TanhProfile()
+        self.mode = IntrinsicLength.parse(intrinsic_length)
+        if not eps > 0:
+            raise ValueError(f"eps={eps} must be positive (the small-ball radius, e.g. 1e-3)")
+        if small_ball not in ("series", "paper"):
+            raise ValueError(f"small_ball={small_ball!r}; choose 'series' or 'paper'")
+        self.eps = float(eps)
+        self.dim = dim
+        self.small_ball = small_ball
+        if self.mode is IntrinsicLength.TRAINABLE:
+            if not o_init > 0:
+                raise ValueError(f"o_init={o_init} must be > 0 for trainable (stored as log o)")
+            self.log_o = nn.Parameter(torch.tensor(math.log(o_init)))
+        elif self.mode is IntrinsicLength.CONSTANT:
+            self.register_buffer("o_buffer", torch.tensor(float(o_init)))
+
+    # -- intrinsic length -------------------------------------------------------------------
+    @property
+    def o(self) -> float:
+        """The intrinsic length as a Python float (0 for mode ``none``)."""
+        return float(self.o_tensor().detach())
+
+    @o.setter
+    def o(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"intrinsic length o={value} must be finite")
+        with torch.no_grad():
+            if self.mode is IntrinsicLength.NONE:
+                if value != 0.0:
+                    raise ValueError(
+                        "this activation has intrinsic_length='none' (o fixed at 0); construct it "
+                        "with intrinsic_length='constant' or 'trainable' to set o"
+                    )
+            elif self.mode is IntrinsicLength.CONSTANT:
+                self.o_buffer.fill_(value)
+            else:
+                if not value > 0:
+                    raise ValueError(
+                        f"o={value}: a trainable intrinsic length is stored as log o and must be > 0"
+                    )
+                self.log_o.fill_(math.log(value))
+
+    def o_tensor(self) -> Tensor:
+        """``o`` as a 0-dim tensor that carries gradient in the trainable mode."""
+        if self.mode is IntrinsicLength.TRAINABLE:
+            return self.log_o.exp()
+        if self.mode is IntrinsicLength.CONSTANT:
+            return self.o_buffer
+        return torch.zeros(())
+
+    # -- forward ------------------------------------------------------------------------------
+    def gain(self, z: Tensor) -> Tensor:
+        """The scalar gain ``g(z; o)``: ``z``'s shape with axis ``dim`` reduced to size 1."""
+        sq = (z * z).sum(dim=self.dim, keepdim=True)
+        if self.mode is not IntrinsicLength.NONE:
+            sq = sq + self.o_tensor().to(dtype=z.dtype, device=z.device)
+        q = sq.abs()
+        q_switch = self.eps * self.eps
+        if self.small_ball == "paper":
+            inside = tanh_gain_at(self.o) if abs(self.o) > 0.01 else 1.0
+            r = torch.sqrt(torch.clamp(q, min=q_switch))
+            outside = self.profile.gain(r * r, q_switch)
+            return torch.where(q <= q_switch, torch.full_like(q, inside), outside)
+        return self.profile.gain(q, q_switch)
+
+    def forward_with_gain(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(φ(z), g(z))``; the gain is reused by the ψ term of the next layer."""
+        g = self.gain(z)
+        return g * z, g
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.gain(z) * z
+
+    def extra_repr(self) -> str:
+        o = f", o={self.o:.3g}" if self.mode is not IntrinsicLength.NONE else ""
+        return (f"profile={self.profile.name}, intrinsic_length={self.mode.value}{o}, "
+                f"eps={self.eps}, dim={self.dim}")
+
+
+class IsotropicTanh(IsotropicActivation):
+    """Isotropic tanh: ``φ(z) = tanh(ρ)/ρ · z``, ``ρ = sqrt(|‖z‖² + o|)`` (the paper's activation).
+
+    Example:
+        >>> import torch, isoplastic as ip
+        >>> act = ip.IsotropicTanh(intrinsic_length="constant")
+        >>> act.o = 0.25
+        >>> float(act.gain(torch.zeros(1, 4)))  # tanh(0.5) / 0.5
+        0.9242343145200195
+    """
+
+    def __init__(
+        self,
+        intrinsic_length: str | IntrinsicLength = "none",
+        eps: float = 1e-3,
+        dim: int = -1,
+        small_ball: str = "series",
+        o_init: float = O_INIT,
+    ) -> None:
+        super().__init__(TanhProfile(), intrinsic_length, eps, dim, small_ball, o_init)

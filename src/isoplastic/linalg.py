@@ -1,0 +1,85 @@
+"""Small linear-algebra helpers shared by every operation.
+
+* :func:`random_orthogonal` draws R from the Haar measure on O(n) (QR with sign correction).
+* :func:`ordered_svd` returns a full SVD with descending singular values and a deterministic
+  sign convention, so the same matrix always yields the same basis (needed for reproducible
+  and distributed structural changes).
+* :func:`orthogonality_error` measures ``max |RᵀR - I|``; :data:`ORTHO_TOL` holds the tolerance
+  accepted for each dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Largest accepted ``max |RᵀR - I|`` for an orthogonal matrix, per dtype (scaled by sqrt(n)).
+ORTHO_TOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.bfloat16: 5e-2,
+    torch.float16: 5e-3,
+}
+
+
+def random_orthogonal(
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Haar-random orthogonal matrix, shape ``(n, n)``.
+
+    ``A = QR`` of a Gaussian matrix, then ``Q ← Q · diag(sign(diag(R)))`` so the distribution is
+    uniform on O(n) (plain QR is biased by LAPACK's sign choice).
+    """
+    a = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    d = torch.sign(torch.diagonal(r))
+    d[d == 0] = 1.0
+    return (q * d).to(dtype=dtype, device=device)
+
+
+def orthogonality_error(r: Tensor) -> float:
+    """``max |RᵀR - I|`` for a square matrix ``r`` of shape ``(n, n)``."""
+    eye = torch.eye(r.shape[0], dtype=r.dtype, device=r.device)
+    return float((r.T @ r - eye).abs().max()) if r.numel() else 0.0
+
+
+def ortho_tolerance(r: Tensor) -> float:
+    """Tolerance on :func:`orthogonality_error` for ``r``'s dtype and size."""
+    base = ORTHO_TOL.get(r.dtype, 1e-4)
+    return base * max(1.0, float(r.shape[0]) ** 0.5)
+
+
+def _canonical_signs(u: Tensor) -> Tensor:
+    """Sign of each column chosen so that its entry of largest magnitude is positive."""
+    idx = u.abs().argmax(dim=0)
+    s = torch.sign(u.gather(0, idx.unsqueeze(0)).squeeze(0))
+    s[s == 0] = 1.0
+    return s
+
+
+def ordered_svd(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Full SVD ``W = U diag(S) Vᵀ`` with descending ``S`` and canonical signs.
+
+    Args:
+        w: matrix of shape ``(m, n)``.
+
+    Returns:
+        ``U`` of shape ``(m, m)``, ``S`` of shape ``(min(m, n),)`` and ``V`` of shape ``(n, n)``
+        (``V``, not ``Vᵀ``). Each column of ``U`` is flipped so its largest-magnitude entry is
+        positive, and the matching column of ``V`` with it, which keeps ``U diag(S) Vᵀ`` intact.
+        Columns of ``V`` beyond ``min(m, n)`` get the same canonical sign rule on their own.
+    """
+    u, s, vh = torch.linalg.svd(w, full_matrices=True)
+    v = vh.mT
+    k = s.shape[0]
+    su = _canonical_signs(u)
+    u = u * su
+    v = v.clone()
+    v[:, :k] = v[:, :k] * su[:k]
+    if v.shape[1] > k:
+        v[:, k:] = v[:, k:] * _canonical_signs(v[:, k:])
+    return u, s, v

@@ -1,0 +1,258 @@
+r"""Isotropic multilayer perceptrons, and the element-wise baseline with the same layout.
+
+Forward pass (paper-notes §8.1), ``L`` affine maps, hidden layers ``k = 0..L-2``:
+
+.. math::
+    z_0 = W_0 x + b_0, \qquad (h_k, g_k) = (g(z_k; o_k)\, z_k,\; g(z_k; o_k)),
+    \qquad z_{k+1} = W_{k+1} h_k + b_{k+1} + ψ_k\, g_k,
+
+and the network returns the logits ``z_{L-1}`` (no final activation). Attribute layout
+(a contract, see design.md): ``linears[i]`` (``nn.Linear``, weight ``(out, in)``),
+``activations[k]`` (:class:`~isoplastic.activations.IsotropicActivation`, ``.o`` is its
+intrinsic length), ``psi[k]`` (ψ vector added to ``linears[k+1]``'s output, shape
+``(widths[k+2],)``; empty list when psi is ``"none"`` or ``"expectation"``), ``widths``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+
+from ..activations import AbstractRadialProfile, IsotropicActivation
+from ..core.space import Axis, HiddenLayer, HiddenSpace
+from ..errors import TopologyError
+
+
+class PsiMode(str, Enum):
+    """How the ψ ("linear-correction") vectors are kept.
+
+    * ``none``: no ψ; a removed neuron's output ``b* w*`` is lost.
+    * ``constant``: ψ present, not trained (``requires_grad=False``), changed only by
+      neurodegeneration.
+    * ``trainable``: ψ trained.
+    * ``trainable+decay``: ψ trained, and :meth:`IsotropicMLP.psi_penalty` adds
+      ``λ Σ‖ψ‖²`` (``λ = 0.1``) for the training loss to include.
+    * ``expectation``: no ψ; neurodegeneration adds ``mean(g) b* w*`` to the next bias instead.
+    """
+
+    NONE = "none"
+    CONSTANT = "constant"
+    TRAINABLE = "trainable"
+    TRAINABLE_DECAY = "trainable+decay"
+    EXPECTATION = "expectation"
+
+    @classmethod
+    def parse(cls, value: str | PsiMode) -> PsiMode:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"psi={value!r} is not a known mode; choose one of {choices}") from None
+
+    @property
+    def has_vectors(self) -> bool:
+        return self in (PsiMode.CONSTANT, PsiMode.TRAINABLE, PsiMode.TRAINABLE_DECAY)
+
+
+INITS = ("orthogonal", "xavier_normal", "xavier_uniform")
+
+
+def _check_widths(widths: Sequence[int]) -> list[int]:
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or any(w < 1 for w in widths):
+        raise ValueError(
+            f"widths={widths}: give at least [inputs, outputs], every entry >= 1, "
+            "e.g. [784, 256, 256, 10]"
+        )
+    return widths
+
+
+def init_affine(linears: nn.ModuleList, init: str, generator: torch.Generator | None) -> None:
+    """Initialise weights (orthogonal, Xavier normal or uniform) and zero the biases."""
+    if init not in INITS:
+        raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
+    with torch.no_grad():
+        for lin in linears:
+            if init == "orthogonal":
+                nn.init.orthogonal_(lin.weight, generator=generator)
+            elif init == "xavier_normal":
+                nn.init.xavier_normal_(lin.weight, generator=generator)
+            else:
+                nn.init.xavier_uniform_(lin.weight, generator=generator)
+            lin.bias.zero_()
+
+
+class AffineStack(nn.Module):
+    """Common layout of the isotropic and element-wise MLPs: ``linears``, ``activations``, ``psi``."""
+
+    linears: nn.ModuleList
+    activations: nn.ModuleList
+    psi: nn.ParameterList
+
+    @property
+    def widths(self) -> list[int]:
+        """``[n_0, n_1, ..., n_L]``, read from the current weight shapes."""
+        return [self.linears[0].weight.shape[1]] + [lin.weight.shape[0] for lin in self.linears]
+
+    @property
+    def n_hidden(self) -> int:
+        return len(self.linears) - 1
+
+    def sync_shapes(self) -> None:
+        """Refresh ``in_features``/``out_features`` of every ``Linear`` after a resize."""
+        for lin in self.linears:
+            lin.out_features, lin.in_features = lin.weight.shape
+
+    def check_invariants(self) -> None:
+        """Raise :class:`TopologyError` if consecutive layers disagree on a width."""
+        self.sync_shapes()
+        w = self.widths
+        for i, lin in enumerate(self.linears):
+            if lin.weight.shape != (w[i + 1], w[i]) or lin.bias.shape != (w[i + 1],):
+                raise TopologyError(f"linears[{i}] has weight {tuple(lin.weight.shape)} and bias "
+                                    f"{tuple(lin.bias.shape)}, inconsistent with widths {w}")
+        for k, p in enumerate(self.psi):
+            if p.shape != (w[k + 2],):
+                raise TopologyError(f"psi[{k}] has shape {tuple(p.shape)}, expected ({w[k + 2]},)")
+
+    def _flatten(self, x: Tensor) -> Tensor:
+        x = x.flatten(1) if x.dim() > 2 else x
+        if x.dim() != 2 or x.shape[1] != self.widths[0]:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape (batch, {self.widths[0]}) (or "
+                f"images that flatten to it); got {tuple(x.shape)}"
+            )
+        return x
+
+
+class IsotropicMLP(AffineStack):
+    """Isotropic MLP with intrinsic lengths and optional ψ vectors (paper-notes §8.1).
+
+    Args:
+        widths: ``[n_0, n_1, ..., n_L]`` (input, hidden..., output).
+        intrinsic_length: ``"none" | "constant" | "trainable"`` for every hidden activation.
+        psi: ``"none" | "constant" | "trainable" | "trainable+decay" | "expectation"``.
+        init: ``"orthogonal"`` (default), ``"xavier_normal"`` or ``"xavier_uniform"``; biases
+            and ψ start at zero.
+        eps: small-ball radius of the activations.
+        profile: radial profile (default tanh).
+        psi_decay: ``λ`` of :meth:`psi_penalty`.
+        generator: RNG for the initial weights.
+
+    Shapes:
+        input ``(batch, n_0)`` (or ``(batch, *image)`` flattening to ``n_0``); output
+        ``(batch, n_L)`` logits.
+
+    Example:
+        >>> import torch, isoplastic as ip
+        >>> net = ip.IsotropicMLP([64, 32, 32, 10], psi="trainable+decay")
+        >>> net(torch.randn(5, 64)).shape, net.widths
+        (torch.Size([5, 10]), [64, 32, 32, 10])
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        intrinsic_length: str = "trainable",
+        psi: str = "trainable+decay",
+        init: str = "orthogonal",
+        eps: float = 1e-3,
+        profile: AbstractRadialProfile | None = None,
+        psi_decay: float = 0.1,
+        small_ball: str = "series",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        widths = _check_widths(widths)
+        self.psi_mode = PsiMode.parse(psi)
+        self.psi_decay = float(psi_decay)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.activations = nn.ModuleList(
+            IsotropicActivation(profile, intrinsic_length, eps=eps, small_ball=small_ball)
+            for _ in widths[1:-1]
+        )
+        self.psi = nn.ParameterList()
+        if self.psi_mode.has_vectors:
+            trainable = self.psi_mode is not PsiMode.CONSTANT
+            for w in widths[2:]:
+                self.psi.append(nn.Parameter(torch.zeros(w), requires_grad=trainable))
+        init_affine(self.linears, init, generator)
+        self._mean_gains: list[Tensor | None] = [None] * (len(widths) - 2)
+        self.check_invariants()
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.linears[0](self._flatten(x))  # (batch, n_1)
+        for k, act in enumerate(self.activations):
+            h, g = act.forward_with_gain(z)  # (batch, n_k), (batch, 1)
+            if self.training:
+                self._mean_gains[k] = g.detach().mean()
+            z = self.linears[k + 1](h)
+            if len(self.psi):
+                z = z + self.psi[k] * g
+        return z
+
+    def gains(self, x: Tensor) -> list[Tensor]:
+        """The gains ``g_k`` of every hidden layer for inputs ``x``, each of shape ``(batch, 1)``."""
+        out = []
+        z = self.linears[0](self._flatten(x))
+        for k, act in enumerate(self.activations):
+            h, g = act.forward_with_gain(z)
+            out.append(g)
+            z = self.linears[k + 1](h)
+            if len(self.psi):
+                z = z + self.psi[k] * g
+        return out
+
+    def psi_penalty(self) -> Tensor:
+        """``λ Σ_k ‖ψ_k‖²`` for ``psi="trainable+decay"``, else 0 (add it to the training loss)."""
+        if self.psi_mode is not PsiMode.TRAINABLE_DECAY or not len(self.psi):
+            return torch.zeros((), device=self.linears[0].weight.device)
+        return self.psi_decay * sum(p.pow(2).sum() for p in self.psi)
+
+    # -- hidden spaces (the contract with isoplastic.core) ------------------------------------
+    def hidden_space(self, k: int) -> HiddenSpace:
+        axes = [Axis(self.linears[k], "weight", 0, "incoming"),
+                Axis(self.linears[k], "bias", 0, "bias")]
+        if len(self.psi) and k >= 1:
+            axes.append(Axis(self.psi, str(k - 1), 0, "psi"))
+        axes.append(Axis(self.linears[k + 1], "weight", 1, "outgoing"))
+        return HiddenSpace(f"hidden layer {k}", axes)
+
+    def hidden_layer(self, k: int) -> HiddenLayer:
+        g = self._mean_gains[k]
+        return HiddenLayer(
+            space=self.hidden_space(k),
+            incoming=self.linears[k].weight,
+            bias=self.linears[k].bias,
+            outgoing=self.linears[k + 1].weight,
+            activation=self.activations[k],
+            next_psi=self.psi[k] if len(self.psi) else None,
+            next_bias=self.linears[k + 1].bias,
+            mean_gain=None if g is None else float(g),
+        )
+
+    def input_space(self) -> HiddenSpace:
+        return HiddenSpace("input", [Axis(self.linears[0], "weight", 1, "outgoing")])
+
+    def output_space(self) -> HiddenSpace:
+        axes = [Axis(self.linears[-1], "weight", 0, "incoming"),
+                Axis(self.linears[-1], "bias", 0, "bias")]
+        if len(self.psi):
+            axes.append(Axis(self.psi, str(len(self.psi) - 1), 0, "psi"))
+        return HiddenSpace("output", axes)
+
+    def config(self) -> dict:
+        """Constructor arguments that rebuild this architecture (used by checkpoints)."""
+        act = self.activations[0] if len(self.activations) else None
+        return {
+            "kind": "mlp",
+            "widths": self.widths,
+            "intrinsic_length": act.mode.value if act is not None else "none",
+            "psi": self.psi_mode.value,
+            "eps": act.eps if act is not None else 1e-3,
+            "psi_decay": self.psi_decay,
+            "small_ball": act.small_ball if act is not None else "series",
+        }

@@ -1,0 +1,1 @@
+"""Symmetry operations: orthogonal reparameterisation and SVD diagonalisation."""

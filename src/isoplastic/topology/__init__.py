@@ -1,0 +1,1 @@
+"""Structural changes (neurogenesis, neurodegeneration, resizing) and topology policies."""

@@ -1,0 +1,63 @@
+r"""Neurogenesis: adding scaffold neurons to a hidden layer, exactly (paper-notes §9).
+
+In the left singular basis of ``W_k`` append ``n`` neurons with a zero incoming row, zero bias
+and zero ψ entry, and outgoing columns ``c ~ init_scale · N(0, 1)``. The new pre-activation
+coordinates are 0 for every input, so ``‖z_k‖`` (hence the gain) is unchanged and their outputs
+``g·0 = 0`` contribute nothing downstream, whatever ``c`` is: the function is unchanged
+exactly (only the rotation rounds). ``c ≠ 0`` is what lets the new neurons learn: the gradient of
+their incoming row is proportional to ``cᵀ ∂L/∂z_{k+1}`` (zero if ``c = 0``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.space import HiddenSpaceModel, transaction
+from ..errors import TopologyError
+from ..linalg import ordered_svd
+from ..ops._common import prepare, require_count
+from .record import StructuralChange
+
+
+@torch.no_grad()
+def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
+                 optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
+                 generator: torch.Generator | None = None,
+                 diagonalise: bool = True) -> StructuralChange:
+    """Add ``n`` neurons to hidden layer ``k`` without changing the function.
+
+    Args:
+        net: network with hidden spaces.
+        k: hidden layer, ``0 ≤ k < n_hidden``.
+        n: number of neurons to add (one SVD for all of them).
+        optimizer: its state gets zeros for the new coordinates.
+        init_scale: standard deviation of the new outgoing weights (0 allowed; then the new
+            neurons receive no gradient).
+        generator: RNG for the outgoing weights.
+        diagonalise: rotate into the left singular basis first (the paper's procedure; keeps
+            neurons ordered by singular value). Exactness does not depend on it.
+
+    Returns:
+        a :class:`StructuralChange` record.
+    """
+    require_count(n, "neurogenesis")
+    if not init_scale >= 0:
+        raise TopologyError(f"neurogenesis: init_scale={init_scale} must be >= 0")
+    (space,) = prepare(net, "neurogenesis", k, optimizer)
+    layer = net.hidden_layer(k)
+    width = space.size
+    w = layer.incoming_matrix()
+
+    def outgoing(shape: torch.Size) -> torch.Tensor:
+        t = torch.randn(shape, generator=generator, dtype=torch.float64)
+        return (init_scale * t).to(dtype=w.dtype, device=w.device)
+
+    with transaction(net, optimizer):  # type: ignore[arg-type]
+        if diagonalise:
+            u, s, _ = ordered_svd(w)
+            space.rotate(u, optimizer)
+        space.insert(n, optimizer, init={"outgoing": outgoing})
+        net.check_invariants()
+    return StructuralChange(op="neurogenesis", layer=k, n=n, width_before=width,
+                            width_after=width + n)
+

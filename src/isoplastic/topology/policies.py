@@ -1,0 +1,171 @@
+r"""Topology policies: the thresholded scaffold buffer and width targets (paper-notes §10).
+
+:func:`neuroadapt` keeps, in every hidden layer, exactly ``S`` *scaffold* neurons whose strength
+(singular value) is at most ``τ``: with ``c = #{i : σ_i ≤ τ}`` it adds ``S − c`` neurons
+(neurogenesis, exact) when ``c < S`` and removes the ``c − S`` weakest (neurodegeneration) when
+``c > S``. Capacity grows when scaffolds are recruited (their σ rises above τ) and shrinks when
+neurons fall silent. Layers are visited from the last hidden layer to the first (a ψ increment
+made by a removal in layer ``k`` lives in layer ``k+1``'s pre-activation, and must not be
+discarded by a later removal there; paper-notes §6.3).
+
+Changing layer ``k`` adds or removes columns of ``W_{k+1}``, which moves ``W_{k+1}``'s singular
+values a little; when that carries one across τ, the pass is repeated (at most ``max_passes``
+times) so the postcondition — exactly ``S`` strengths ≤ τ in every layer — holds on return.
+The paper's code makes a single pass.
+
+Policies for the trainer follow :class:`AbstractPolicy`: one call per epoch that receives the
+network, the optimizer and the epoch and returns the changes it made.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..core.space import HiddenSpaceModel, transaction
+from ..errors import TopologyError
+from ..ops._common import prepare
+from ..ops.diagonalise import singular_values
+from .grow import neurogenesis
+from .record import StructuralChange
+from .shrink import neurodegeneration
+
+
+def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
+               optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
+               generator: torch.Generator | None = None, max_passes: int = 4,
+               layers: Sequence[int] | None = None) -> list[StructuralChange]:
+    """Keep ``scaffold`` neurons with strength ``≤ threshold`` in every hidden layer.
+
+    Args:
+        net: network with hidden spaces.
+        scaffold: ``S``, the number of near-silent neurons to keep per layer (paper default 2;
+            the task experiment uses 5).
+        threshold: ``τ`` (paper default 0.1; the task experiment uses 0.95).
+        optimizer: transported through every change.
+        init_scale, generator: outgoing-weight initialisation of new neurons.
+        max_passes: repeat the last-to-first pass until no layer changes, at most this often.
+        layers: restrict to these hidden layers (default: all).
+
+    Returns:
+        the list of :class:`StructuralChange` records, in the order applied.
+    """
+    if isinstance(scaffold, bool) or not isinstance(scaffold, int) or scaffold < 0:
+        raise TopologyError(f"neuroadapt: scaffold={scaffold!r} must be an integer >= 0")
+    if not threshold >= 0:
+        raise TopologyError(f"neuroadapt: threshold={threshold!r} must be >= 0")
+    prepare(net, "neuroadapt", None, optimizer,
+            spaces=[net.hidden_space(k) for k in range(net.n_hidden)])
+    order = sorted(range(net.n_hidden) if layers is None else layers, reverse=True)
+    changes: list[StructuralChange] = []
+    with transaction(net, optimizer):  # type: ignore[arg-type]
+        for _ in range(max_passes):
+            changed = False
+            for k in order:
+                strengths = singular_values(net, k)
+                c = int((strengths <= threshold).sum())
+                width = strengths.shape[0]
+                if c < scaffold:
+                    changes.append(neurogenesis(net, k, scaffold - c, optimizer,
+                                                init_scale=init_scale, generator=generator))
+                    changed = True
+                elif c > scaffold:
+                    n = min(c - scaffold, width - 1)
+                    if n > 0:
+                        changes.append(neurodegeneration(net, k, n, optimizer))
+                        changed = True
+            if not changed:
+                break
+    return changes
+
+
+def set_width(net: HiddenSpaceModel, k: int, width: int,
+              optimizer: torch.optim.Optimizer | None = None, **grow_kwargs
+              ) -> StructuralChange | None:
+    """Grow (neurogenesis) or shrink (neurodegeneration) hidden layer ``k`` to ``width``."""
+    (space,) = prepare(net, "set_width", k, optimizer)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise TopologyError(f"set_width: width={width!r} must be a positive integer")
+    current = space.size
+    if width > current:
+        return neurogenesis(net, k, width - current, optimizer, **grow_kwargs)
+    if width < current:
+        return neurodegeneration(net, k, current - width, optimizer)
+    return None
+
+
+class AbstractPolicy(ABC):
+    """A topology policy: called once per epoch, returns the changes it made."""
+
+    @abstractmethod
+    def __call__(self, net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None,
+                 epoch: int) -> list[StructuralChange]:
+        """Adapt ``net`` at the end of ``epoch``."""
+
+
+@dataclass
+class FixedTopology(AbstractPolicy):
+    """The control: never changes the network."""
+
+    def __call__(self, net, optimizer, epoch):
+        return []
+
+
+@dataclass
+class ScaffoldPolicy(AbstractPolicy):
+    """:func:`neuroadapt` once per epoch (the paper's thresholded scaffold buffer)."""
+
+    scaffold: int = 2
+    threshold: float = 0.1
+    init_scale: float = 0.01
+    every: int = 1
+    generator: torch.Generator | None = None
+
+    def __call__(self, net, optimizer, epoch):
+        if (epoch + 1) % self.every:
+            return []
+        return neuroadapt(net, self.scaffold, self.threshold, optimizer,
+                          init_scale=self.init_scale, generator=self.generator)
+
+
+@dataclass
+class WidthSchedule(AbstractPolicy):
+    """Move hidden layers toward per-epoch target widths, later layers first.
+
+    ``targets[e]`` lists the target width of every hidden layer after epoch ``e`` (the last entry
+    holds for later epochs). :meth:`linear` builds the paper's neuroabundance schedule.
+    """
+
+    targets: list[list[int]] = field(default_factory=list)
+    init_scale: float = 0.01
+
+    def target(self, epoch: int) -> list[int]:
+        return self.targets[min(epoch, len(self.targets) - 1)]
+
+    def __call__(self, net, optimizer, epoch):
+        if not self.targets:
+            return []
+        goal = self.target(epoch)
+        if len(goal) != net.n_hidden:
+            raise TopologyError(f"WidthSchedule: target {goal} names {len(goal)} layers but the "
+                                f"network has {net.n_hidden} hidden layers")
+        changes = []
+        with transaction(net, optimizer):  # type: ignore[arg-type]
+            for k in reversed(range(net.n_hidden)):
+                ch = set_width(net, k, goal[k], optimizer, init_scale=self.init_scale)
+                if ch is not None:
+                    changes.append(ch)
+        return changes
+
+    @classmethod
+    def linear(cls, start: Sequence[int], target: Sequence[int], hold_start: int,
+               ramp: int, hold_end: int) -> WidthSchedule:
+        """``hold_start`` epochs at ``start``, ``ramp`` epochs of linear steps, then ``target``."""
+        steps = []
+        for e in range(hold_start + ramp + hold_end):
+            t = min(max(e - hold_start + 1, 0), ramp) / max(ramp, 1)
+            steps.append([round(a + (b - a) * t) for a, b in zip(start, target, strict=True)])
+        return cls(targets=steps)
