@@ -101,7 +101,9 @@ def check_transportable(optimizer: torch.optim.Optimizer | None, params: Iterabl
 
 
 def _along(t: Tensor, dim: int, mat: Tensor) -> Tensor:
-    """Contract axis ``dim`` of ``t`` with the first index of ``mat``: ``t'[..i..] = Σ_j t[..j..] M[j, i]``."""
+    """Contract axis ``dim`` of ``t`` with the first index of ``mat``.
+
+    ``t'[..i..] = Σ_j t[..j..] M[j, i]``."""
     moved = t.movedim(dim, -1)
     return (moved @ mat.to(dtype=t.dtype, device=t.device)).movedim(-1, dim).contiguous()
 
