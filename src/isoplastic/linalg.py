@@ -61,19 +61,23 @@ def _canonical_signs(u: Tensor) -> Tensor:
     return s
 
 
-def ordered_svd(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def ordered_svd(w: Tensor, full_v: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Full SVD ``W = U diag(S) Vᵀ`` with descending ``S`` and canonical signs.
 
     Args:
         w: matrix of shape ``(m, n)``.
+        full_v: return the complete ``(n, n)`` basis ``V``; with ``False`` and ``m < n`` only its
+            first ``m`` columns are computed (all that left diagonalisation needs, and much
+            cheaper for wide first layers such as 500 × 3072).
 
     Returns:
         ``U`` of shape ``(m, m)``, ``S`` of shape ``(min(m, n),)`` and ``V`` of shape ``(n, n)``
-        (``V``, not ``Vᵀ``). Each column of ``U`` is flipped so its largest-magnitude entry is
-        positive, and the matching column of ``V`` with it, which keeps ``U diag(S) Vᵀ`` intact.
-        Columns of ``V`` beyond ``min(m, n)`` get the same canonical sign rule on their own.
+        (or ``(n, m)``; ``V``, not ``Vᵀ``). Each column of ``U`` is flipped so its largest-magnitude
+        entry is positive, and the matching column of ``V`` with it, which keeps ``U diag(S) Vᵀ``
+        intact. Columns of ``V`` beyond ``min(m, n)`` get the same canonical sign rule on their own.
     """
-    u, s, vh = torch.linalg.svd(w, full_matrices=True)
+    m, n = w.shape
+    u, s, vh = torch.linalg.svd(w, full_matrices=full_v or m > n)
     v = vh.mT
     k = s.shape[0]
     su = _canonical_signs(u)

@@ -61,7 +61,7 @@ def left_diagonalise(net: HiddenSpaceModel, k: int,
     """
     (space,) = prepare(net, "left_diagonalise", k, optimizer)
     w = net.hidden_layer(k).incoming_matrix()
-    u, s, _ = ordered_svd(w)
+    u, s, _ = ordered_svd(w, full_v=False)
     with transaction(net, optimizer):  # type: ignore[arg-type]
         space.rotate(u, optimizer)
         net.check_invariants()

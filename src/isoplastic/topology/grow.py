@@ -54,7 +54,7 @@ def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
 
     with transaction(net, optimizer):  # type: ignore[arg-type]
         if diagonalise:
-            u, s, _ = ordered_svd(w)
+            u, s, _ = ordered_svd(w, full_v=False)
             space.rotate(u, optimizer)
         space.insert(n, optimizer, init={"outgoing": outgoing})
         net.check_invariants()

@@ -15,18 +15,24 @@ The paper's code makes a single pass.
 
 Policies for the trainer follow :class:`AbstractPolicy`: one call per epoch that receives the
 network, the optimizer and the epoch and returns the changes it made.
+
+Every policy takes an optional ``guard``: a callable that receives each individual
+:class:`StructuralChange` right after it was applied, inside its own
+:func:`~isoplastic.transaction`. If the guard raises :class:`ChangeRefused`, that single change is
+rolled back exactly (model and optimizer), recorded as refused and the policy goes on with the
+next layer (a refused layer is not revisited by later passes of :func:`neuroadapt`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ..core.space import HiddenSpaceModel, transaction
-from ..errors import TopologyError
+from ..errors import IsoplasticError, TopologyError
 from ..ops._common import prepare
 from ..ops.diagonalise import singular_values
 from .grow import neurogenesis
@@ -34,10 +40,50 @@ from .record import StructuralChange
 from .shrink import neurodegeneration
 
 
+class ChangeRefused(IsoplasticError):
+    """Raised by a policy guard to refuse (and roll back) one structural change.
+
+    Attributes:
+        change: the refused :class:`StructuralChange` (filled in by the policy when missing).
+        info: optional details from the guard (e.g. the measured function change).
+    """
+
+    def __init__(self, message: str = "structural change refused",
+                 change: StructuralChange | None = None, info: dict | None = None) -> None:
+        super().__init__(message)
+        self.change = change
+        self.info = dict(info or {})
+
+
+Guard = Callable[[StructuralChange], None]
+
+
+def _guarded(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None, guard: Guard | None,
+             apply: Callable[[], StructuralChange | None],
+             refused: list[StructuralChange] | None) -> StructuralChange | None:
+    """Run ``apply`` and then ``guard`` in one transaction; ``None`` when the guard refused."""
+    if guard is None:
+        return apply()
+    change: StructuralChange | None = None
+    try:
+        with transaction(net, optimizer):  # type: ignore[arg-type]
+            change = apply()
+            if change is not None:
+                guard(change)
+    except ChangeRefused as exc:
+        if exc.change is None:
+            exc.change = change
+        if refused is not None and exc.change is not None:
+            refused.append(exc.change)
+        return None
+    return change
+
+
 def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
                optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                generator: torch.Generator | None = None, max_passes: int = 4,
-               layers: Sequence[int] | None = None) -> list[StructuralChange]:
+               layers: Sequence[int] | None = None, guard: Guard | None = None,
+               refused: list[StructuralChange] | None = None) -> list[StructuralChange]:
     """Keep ``scaffold`` neurons with strength ``≤ threshold`` in every hidden layer.
 
     Args:
@@ -49,9 +95,13 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
         init_scale, generator: outgoing-weight initialisation of new neurons.
         max_passes: repeat the last-to-first pass until no layer changes, at most this often.
         layers: restrict to these hidden layers (default: all).
+        guard: called with each individual change right after it is applied (inside its own
+            transaction); raising :class:`ChangeRefused` rolls that change back, and the layer
+            is not visited again by later passes.
+        refused: if given, the changes refused by the guard are appended to it.
 
     Returns:
-        the list of :class:`StructuralChange` records, in the order applied.
+        the list of applied :class:`StructuralChange` records, in the order applied.
     """
     if isinstance(scaffold, bool) or not isinstance(scaffold, int) or scaffold < 0:
         raise TopologyError(f"neuroadapt: scaffold={scaffold!r} must be an integer >= 0")
@@ -61,22 +111,34 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
             spaces=[net.hidden_space(k) for k in range(net.n_hidden)])
     order = sorted(range(net.n_hidden) if layers is None else layers, reverse=True)
     changes: list[StructuralChange] = []
+    blocked: set[int] = set()
     with transaction(net, optimizer):  # type: ignore[arg-type]
         for _ in range(max_passes):
             changed = False
             for k in order:
+                if k in blocked:
+                    continue
                 strengths = singular_values(net, k)
                 c = int((strengths <= threshold).sum())
                 width = strengths.shape[0]
+                apply = None
                 if c < scaffold:
-                    changes.append(neurogenesis(net, k, scaffold - c, optimizer,
-                                                init_scale=init_scale, generator=generator))
-                    changed = True
+                    def apply(k=k, n=scaffold - c):
+                        return neurogenesis(net, k, n, optimizer, init_scale=init_scale,
+                                            generator=generator)
                 elif c > scaffold:
                     n = min(c - scaffold, width - 1)
                     if n > 0:
-                        changes.append(neurodegeneration(net, k, n, optimizer))
-                        changed = True
+                        def apply(k=k, n=n):
+                            return neurodegeneration(net, k, n, optimizer)
+                if apply is None:
+                    continue
+                change = _guarded(net, optimizer, guard, apply, refused)
+                if change is None:
+                    blocked.add(k)
+                else:
+                    changes.append(change)
+                    changed = True
             if not changed:
                 break
     return changes
@@ -123,12 +185,15 @@ class ScaffoldPolicy(AbstractPolicy):
     init_scale: float = 0.01
     every: int = 1
     generator: torch.Generator | None = None
+    guard: Guard | None = None
+    refused: list[StructuralChange] = field(default_factory=list)
 
     def __call__(self, net, optimizer, epoch):
         if (epoch + 1) % self.every:
             return []
         return neuroadapt(net, self.scaffold, self.threshold, optimizer,
-                          init_scale=self.init_scale, generator=self.generator)
+                          init_scale=self.init_scale, generator=self.generator,
+                          guard=self.guard, refused=self.refused)
 
 
 @dataclass
@@ -141,6 +206,9 @@ class WidthSchedule(AbstractPolicy):
 
     targets: list[list[int]] = field(default_factory=list)
     init_scale: float = 0.01
+    generator: torch.Generator | None = None
+    guard: Guard | None = None
+    refused: list[StructuralChange] = field(default_factory=list)
 
     def target(self, epoch: int) -> list[int]:
         return self.targets[min(epoch, len(self.targets) - 1)]
@@ -155,7 +223,10 @@ class WidthSchedule(AbstractPolicy):
         changes = []
         with transaction(net, optimizer):  # type: ignore[arg-type]
             for k in reversed(range(net.n_hidden)):
-                ch = set_width(net, k, goal[k], optimizer, init_scale=self.init_scale)
+                def apply(k=k):
+                    return set_width(net, k, goal[k], optimizer, init_scale=self.init_scale,
+                                     generator=self.generator)
+                ch = _guarded(net, optimizer, self.guard, apply, self.refused)
                 if ch is not None:
                     changes.append(ch)
         return changes

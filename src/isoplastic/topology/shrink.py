@@ -75,7 +75,7 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
             "batch through net.train() first"
         )
     w = layer.incoming_matrix()
-    u, s, _ = ordered_svd(w)
+    u, s, _ = ordered_svd(w, full_v=False)
     strengths = neuron_strengths(s, width)
 
     with transaction(net, optimizer):  # type: ignore[arg-type]
