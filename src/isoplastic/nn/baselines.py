@@ -52,7 +52,7 @@ class ElementwiseMLP(AffineStack):
     def psi_penalty(self) -> Tensor:
         return torch.zeros((), device=self.linears[0].weight.device)
 
-    def hidden_space(self, k: int):
+    def hidden_space(self, k: int | None = None):
         raise TopologyError(
             f"ElementwiseMLP ({self.activation_name}) has no rotation symmetry: its neurons are "
             "individuated, so reparameterisation, diagonalisation, neurogenesis and "
@@ -60,6 +60,8 @@ class ElementwiseMLP(AffineStack):
         )
 
     hidden_layer = hidden_space
+    input_space = hidden_space
+    output_space = hidden_space
 
     def config(self) -> dict:
         return {"kind": "elementwise", "widths": self.widths, "activation": self.activation_name}

@@ -33,8 +33,8 @@ def prepare(net: object, op: str, k: int | None, optimizer: torch.optim.Optimize
             hi: int | None = None) -> list[HiddenSpace]:
     """Check the model, the layer index, finiteness and the optimizer; return the spaces."""
     model = require_model(net, op)
-    if k is not None:
-        check_layer_index(model, k, op, lo, hi)
+    if k is not None or spaces is None:
+        check_layer_index(model, k, op, lo, hi)  # type: ignore[arg-type]
     spaces = list(spaces) if spaces is not None else [model.hidden_space(k)]  # type: ignore[arg-type]
     params = []
     for s in spaces:

@@ -16,7 +16,7 @@ import torch
 
 from ..core.space import HiddenSpace, HiddenSpaceModel, transaction
 from ..errors import TopologyError
-from ..ops._common import prepare, require_count
+from ..ops._common import prepare, require_count, require_model
 from .record import StructuralChange
 
 
@@ -44,22 +44,26 @@ def _resize(net: HiddenSpaceModel, space: HiddenSpace, op: str, n: int | None,
 def add_inputs(net: HiddenSpaceModel, n: int, optimizer: torch.optim.Optimizer | None = None
                ) -> StructuralChange:
     """Append ``n`` input features (zero columns of the first weight)."""
+    require_model(net, "add_inputs")
     return _resize(net, net.input_space(), "add_inputs", n, None, optimizer)
 
 
 def remove_inputs(net: HiddenSpaceModel, indices: Sequence[int],
                   optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Delete the input features ``indices`` (columns of the first weight)."""
+    require_model(net, "remove_inputs")
     return _resize(net, net.input_space(), "remove_inputs", None, indices, optimizer)
 
 
 def add_outputs(net: HiddenSpaceModel, n: int, optimizer: torch.optim.Optimizer | None = None
                 ) -> StructuralChange:
     """Append ``n`` outputs (zero rows, bias and ψ entries); existing logits are unchanged."""
+    require_model(net, "add_outputs")
     return _resize(net, net.output_space(), "add_outputs", n, None, optimizer)
 
 
 def remove_outputs(net: HiddenSpaceModel, indices: Sequence[int],
                    optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Delete the outputs ``indices``; the remaining logits are unchanged."""
+    require_model(net, "remove_outputs")
     return _resize(net, net.output_space(), "remove_outputs", None, indices, optimizer)

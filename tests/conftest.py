@@ -1,0 +1,24 @@
+"""Shared fixtures: deterministic torch RNG, restored default dtype, hypothesis profile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "isoplastic",
+    deadline=None,
+    max_examples=25,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("isoplastic")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_restore_dtype():
+    dtype = torch.get_default_dtype()
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(dtype)
