@@ -24,6 +24,8 @@ from .linalg import random_orthogonal as random_orthogonal
 from .nn import ElementwiseMLP as ElementwiseMLP
 from .nn import IsotropicMLP as IsotropicMLP
 from .nn import PsiMode as PsiMode
+from .nn.conv import IsotropicCNN as IsotropicCNN
+from .nn.parallel import parallel_forward as parallel_forward
 from .ops.diagonalise import SparsifyReport as SparsifyReport
 from .ops.diagonalise import count_nonzero as count_nonzero
 from .ops.diagonalise import full_diagonalise as full_diagonalise

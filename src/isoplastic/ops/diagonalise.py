@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..core.space import HiddenSpaceModel, transaction
 from ..errors import TopologyError
 from ..linalg import ordered_svd
+from ..nn.mlp import IsotropicMLP
 from ._common import prepare
 
 NONZERO_THRESHOLD = 1e-4
@@ -117,11 +118,14 @@ def count_nonzero(net: nn.Module, threshold: float = NONZERO_THRESHOLD) -> int:
     return int(sum((p.detach().abs() > threshold).sum() for p in net.parameters()))
 
 
+def _weights(net: nn.Module) -> list[torch.Tensor]:
+    return [p for name, p in net.named_parameters() if name.endswith("weight") and p.dim() >= 2]
+
+
 def weight_zero_fraction(net: nn.Module) -> float:
-    """Fraction of exactly-zero entries over all weight matrices of ``net.linears``."""
-    total = sum(lin.weight.numel() for lin in net.linears)
-    zeros = sum(int((lin.weight == 0).sum()) for lin in net.linears)
-    return zeros / total
+    """Fraction of exactly-zero entries over all weight matrices and kernels of ``net``."""
+    weights = _weights(net)
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
 def sparsity_closed_form(widths: list[int]) -> float:
@@ -148,7 +152,7 @@ class SparsifyReport:
     nonzero_before: int
     nonzero_after: int
     weight_zero_fraction: float
-    closed_form_fraction: float
+    closed_form_fraction: float | None
 
     @property
     def retention(self) -> float:
@@ -162,15 +166,26 @@ class SparsifyReport:
 @torch.no_grad()
 def sparsify(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None = None
              ) -> SparsifyReport:
-    """Alternating full diagonalisation of ``linears[1], linears[3], …``; function unchanged.
+    """Alternating full diagonalisation; the function is unchanged.
+
+    For an MLP this diagonalises ``linears[1], linears[3], …``. In general, hidden layers are
+    taken in order and layer ``k`` is diagonalised when its incoming weight can be (fan-in equal
+    to the width of layer ``k−1``: dense maps and 1×1 kernels) and neither layer ``k`` nor ``k−1``
+    has been used by an earlier choice.
 
     Returns a :class:`SparsifyReport` with the non-zero parameter counts before and after, the
-    measured fraction of zero weight entries and the closed form of :func:`sparsity_closed_form`.
+    measured fraction of zero weight entries and, for MLPs, the closed form of
+    :func:`sparsity_closed_form`.
     """
     prepare(net, "sparsify", None, optimizer,
             spaces=[net.hidden_space(k) for k in range(net.n_hidden)])
     before = count_nonzero(net)  # type: ignore[arg-type]
-    layers = list(range(1, net.n_hidden, 2))
+    layers, used = [], set()
+    for k in range(1, net.n_hidden):
+        fan_in = net.hidden_layer(k).incoming_matrix().shape[1]
+        if k not in used and k - 1 not in used and fan_in == net.hidden_space(k - 1).size:
+            layers.append(k)
+            used.update((k - 1, k))
     with transaction(net, optimizer):  # type: ignore[arg-type]
         for k in layers:
             full_diagonalise(net, k, optimizer)
@@ -179,5 +194,6 @@ def sparsify(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None = No
         nonzero_before=before,
         nonzero_after=count_nonzero(net),  # type: ignore[arg-type]
         weight_zero_fraction=weight_zero_fraction(net),  # type: ignore[arg-type]
-        closed_form_fraction=sparsity_closed_form(net.widths),  # type: ignore[attr-defined]
+        closed_form_fraction=(sparsity_closed_form(net.widths)
+                              if isinstance(net, IsotropicMLP) else None),
     )
