@@ -1,0 +1,52 @@
+"""``isoplastic inspect RUN_DIR``: architecture, spectra summary and change log of a run."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("inspect")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--max-changes", type=click.IntRange(min=0), default=None,
+              help="Print at most this many (most recent) structural changes.")
+def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
+    """Print the architecture, a singular-value summary and the change log of a run."""
+    from ..ops.diagonalise import singular_values
+    from ..train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(run_dir)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cfg = ckpt.config
+    click.echo(f"run: {run_dir}  (epoch {ckpt.epoch} of {cfg.epochs}, data set {cfg.dataset}, "
+               f"adapt {cfg.adapt}, S={cfg.scaffold}, tau={cfg.threshold}, dtype {cfg.dtype})")
+    click.echo("architecture:")
+    for arm, net in ckpt.nets.items():
+        arch = net.config()
+        n_params = sum(p.numel() for p in net.parameters())
+        click.echo(f"  {arm}: widths {arch['widths']}  intrinsic_length "
+                   f"{arch['intrinsic_length']}  psi {arch['psi']}  parameters {n_params}")
+    click.echo("spectra (adaptive):")
+    net = ckpt.nets["adaptive"]
+    for k in range(net.n_hidden):
+        s = singular_values(net, k)
+        scaffold = int((s <= cfg.threshold).sum())
+        click.echo(f"  hidden {k}: width {s.numel()}  sigma max {float(s.max()):.4g}  "
+                   f"median {float(s.median()):.4g}  min {float(s.min()):.4g}  "
+                   f"<= tau: {scaffold}  o = {float(net.activations[k].o):.4g}")
+    metrics = ckpt.metrics
+    if metrics:
+        last = metrics[-1]
+        line = f"last epoch: test accuracy {100 * last['test_accuracy']:.2f} %"
+        if "control" in last:
+            line += f" (control {100 * last['control']['test_accuracy']:.2f} %)"
+        click.echo(line)
+    changes = ckpt.changes
+    click.echo(f"change log ({len(changes)} changes):")
+    shown = changes if max_changes is None else changes[len(changes) - max_changes:]
+    for c in shown:
+        flag = "  REFUSED" if c["refused"] else ""
+        click.echo(f"  epoch {c['epoch'] + 1:4d}  {c['op']:<17s} layer {c['layer']}  n {c['n']:3d}  "
+                   f"widths {c['widths'][1:-1]}  eps_scaled {c['eps_scaled']:.3g} %  "
+                   f"kl {c['kl']:.3g}  {1000 * c['wall_time']:.1f} ms{flag}")

@@ -1,0 +1,298 @@
+"""Atomic, pickle-free checkpoints: ``checkpoint.safetensors`` + ``checkpoint.json``.
+
+``checkpoint.safetensors`` holds, for every trained network ("arm") of a run, its parameters and
+buffers (``model.<state-dict name>``) and its optimizer's state tensors
+(``optim.<param index>.<key>``); the control twin's tensors carry the prefix ``control.``.
+``checkpoint.json`` holds the architecture of each arm (``net.config()``, including the current
+widths), the optimizer's hyper-parameters and non-tensor state, the
+:class:`~isoplastic.train.config.TrainConfig`, the epoch, the RNG states, the change log, the
+metrics so far and the sha256 of the safetensors file, which is verified on load.
+
+Writing is atomic: both files are first written to temporary files in the same directory and
+fsync'ed, then moved into place with :func:`os.replace` (tensors first, the JSON last: the JSON
+is the commit point). A crash before the JSON is moved leaves the tensors of the new checkpoint
+next to the previous JSON; the loader notices the hash mismatch and rolls forward to the
+complete pending JSON (``checkpoint.json.tmp``) whose hash matches. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..errors import IsoplasticError
+from ..nn import IsotropicMLP
+from .config import TrainConfig
+
+CHECKPOINT_VERSION = 1
+TENSORS = "checkpoint.safetensors"
+META = "checkpoint.json"
+
+
+class CheckpointError(IsoplasticError, ValueError):
+    """A checkpoint is missing, incomplete, tampered with or inconsistent."""
+
+
+# -- atomic files ----------------------------------------------------------------------------
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, replace)."""
+    path = Path(path)
+    tmp = _write_tmp(path, data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# -- optimizer / RNG state ---------------------------------------------------------------------
+
+def _optim_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "") -> tuple[dict, dict]:
+    """(tensors, json-able) for the optimizer: ``optim.<i>.<key>`` tensors, other values and
+    the hyper-parameters of every parameter group."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for i, p in enumerate(_optim_params(optimizer)):
+        for key, value in optimizer.state.get(p, {}).items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}optim.{i}.{key}"] = value.detach().contiguous().clone()
+            else:
+                scalars.setdefault(str(i), {})[key] = value
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
+              for g in optimizer.param_groups]
+    return tensors, {"class": type(optimizer).__name__, "groups": groups, "scalars": scalars}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                         meta: dict, prefix: str = "") -> None:
+    """Put saved state into ``optimizer`` (built over the same parameters, in the same order)."""
+    params = _optim_params(optimizer)
+    if meta.get("class") != type(optimizer).__name__:
+        raise CheckpointError(f"checkpoint optimizer is {meta.get('class')!r}, not "
+                              f"{type(optimizer).__name__}")
+    for group, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
+        for k, v in saved.items():
+            if k != "n_params":
+                group[k] = tuple(v) if isinstance(v, list) else v
+    optimizer.state.clear()
+    lead = f"{prefix}optim."
+    for name, value in tensors.items():
+        if not name.startswith(lead):
+            continue
+        index, key = name[len(lead):].split(".", 1)
+        p = params[int(index)]
+        if key != "step" and value.shape != p.shape:
+            raise CheckpointError(f"optimizer state {name} has shape {tuple(value.shape)} but the "
+                                  f"parameter has {tuple(p.shape)}; the checkpoint is inconsistent")
+        optimizer.state[p][key] = value.clone()
+    for index, values in meta.get("scalars", {}).items():
+        optimizer.state[params[int(index)]].update(values)
+
+
+def rng_states() -> dict:
+    """torch CPU, python ``random`` and numpy global RNG states as JSON-able values."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()  # noqa: NPY002 - saving the global legacy RNG on purpose
+    return {
+        "torch": torch.get_rng_state().tolist(),
+        "python": [version, list(internal), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+
+
+# -- checkpoint --------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns.
+
+    Attributes:
+        config: the run's :class:`TrainConfig`.
+        epoch: number of completed epochs.
+        nets, optimizers: per arm (``"adaptive"``, optionally ``"control"``), rebuilt with the
+            saved widths and state.
+        meta: the whole JSON document (change log under ``"changes"``, metrics under
+            ``"metrics"``, RNG states under ``"rng"``, free-form ``"extra"``).
+    """
+
+    config: TrainConfig
+    epoch: int
+    nets: dict[str, IsotropicMLP]
+    optimizers: dict[str, torch.optim.Optimizer]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def changes(self) -> list[dict]:
+        return self.meta.get("changes", [])
+
+    @property
+    def metrics(self) -> list[dict]:
+        return self.meta.get("metrics", [])
+
+
+def _prefix(arm: str) -> str:
+    return "" if arm == "adaptive" else f"{arm}."
+
+
+def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
+                    nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer],
+                    *, changes: list[dict] | None = None, metrics: list[dict] | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``run_dir`` atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    arms: dict[str, dict] = {}
+    for arm, net in nets.items():
+        pre = _prefix(arm)
+        for name, t in net.state_dict().items():
+            tensors[f"{pre}model.{name}"] = t.detach().contiguous().clone()
+        opt_tensors, opt_meta = optimizer_tensors(optimizers[arm], pre)
+        tensors.update(opt_tensors)
+        arms[arm] = {"architecture": net.config(), "optimizer": opt_meta}
+    blob = st_save(tensors, metadata={"format": "isoplastic-checkpoint"})
+    meta = {
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "epoch": int(epoch),
+        "arms": arms,
+        "config": config.to_dict(),
+        "rng": rng_states(),
+        "changes": list(changes or []),
+        "metrics": list(metrics or []),
+        "extra": dict(extra or {}),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "safetensors_bytes": len(blob),
+    }
+    text = json.dumps(meta, indent=1)
+    tensors_path, meta_path = run_dir / TENSORS, run_dir / META
+    tmp_tensors = _write_tmp(tensors_path, blob)
+    tmp_meta = _write_tmp(meta_path, text.encode())
+    os.replace(tmp_tensors, tensors_path)
+    os.replace(tmp_meta, meta_path)  # commit point
+    _fsync_dir(run_dir)
+    return meta_path
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({exc}); the checkpoint is "
+                              "damaged - start a new run or restore a copy") from exc
+    if not isinstance(meta, dict) or "sha256" not in meta:
+        raise CheckpointError(f"{path}: not an isoplastic checkpoint (no sha256 field)")
+    return meta
+
+
+def read_checkpoint_files(run_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) after verifying the sha256; rolls forward an interrupted save."""
+    run_dir = Path(run_dir)
+    meta_path, tensors_path = run_dir / META, run_dir / TENSORS
+    if not meta_path.is_file() or not tensors_path.is_file():
+        raise CheckpointError(f"{run_dir}: no checkpoint ({META} and {TENSORS}) found; pass the "
+                              "directory of a run that has completed at least one epoch")
+    blob = tensors_path.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    meta = _read_meta(meta_path)
+    if meta["sha256"] != digest:
+        pending = meta_path.with_name(META + ".tmp")
+        if pending.is_file():
+            try:
+                newer = _read_meta(pending)
+            except CheckpointError:
+                newer = None
+            if newer is not None and newer["sha256"] == digest:
+                os.replace(pending, meta_path)  # finish the interrupted save
+                meta = newer
+        if meta["sha256"] != digest:
+            raise CheckpointError(
+                f"{tensors_path}: sha256 {digest[:16]}... does not match the {meta['sha256'][:16]}"
+                f"... recorded in {META} ({len(blob)} bytes, expected "
+                f"{meta.get('safetensors_bytes')}); the tensors were truncated or tampered with - "
+                "refusing to load them")
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError) as exc:  # pragma: no cover - hash already matched
+        raise CheckpointError(f"{tensors_path}: unreadable safetensors file ({exc})") from exc
+    return meta, tensors
+
+
+def build_net(architecture: dict) -> IsotropicMLP:
+    """An :class:`IsotropicMLP` from ``net.config()``."""
+    arch = dict(architecture)
+    kind = arch.pop("kind", "mlp")
+    if kind != "mlp":
+        raise CheckpointError(f"checkpoint architecture kind {kind!r} is not supported (only 'mlp')")
+    return IsotropicMLP(**arch)
+
+
+def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over all parameters with the config's lr and weight decay."""
+    return torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def load_checkpoint(run_dir: str | Path) -> Checkpoint:
+    """Rebuild the networks (saved widths) and optimizers (saved state) of a run directory."""
+    meta, tensors = read_checkpoint_files(run_dir)
+    config = TrainConfig.from_dict(meta["config"])
+    dtype = getattr(torch, config.dtype)
+    nets: dict[str, IsotropicMLP] = {}
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    for arm, info in meta["arms"].items():
+        pre = _prefix(arm)
+        net = build_net(info["architecture"]).to(dtype)
+        lead = f"{pre}model."
+        state = {k[len(lead):]: v for k, v in tensors.items() if k.startswith(lead)}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{run_dir}: model tensors of {arm!r} do not fit the saved "
+                                  f"architecture ({exc})") from exc
+        opt = make_optimizer(net, config)
+        load_optimizer_state(opt, tensors, info["optimizer"], pre)
+        nets[arm], optimizers[arm] = net, opt
+    return Checkpoint(config=config, epoch=int(meta["epoch"]), nets=nets, optimizers=optimizers,
+                      meta=meta)

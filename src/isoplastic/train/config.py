@@ -1,0 +1,206 @@
+"""Training configuration: a plain dataclass with a strict JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_VERSION = 1
+
+ADAPT_MODES = ("scaffold", "schedule", "none")
+DTYPES = ("float32", "float64")
+OPTIMIZERS = ("adamw",)
+
+
+class ConfigError(ValueError):
+    """A :class:`TrainConfig` value is invalid; the message names the field and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (written to ``config.json``).
+
+    Attributes:
+        dataset: data set name (see :data:`isoplastic.data.DATASET_NAMES`) or a ``.npz`` path.
+        data_dir: directory of downloaded data sets (``None``: environment / defaults).
+        widths: hidden-layer widths, e.g. ``[32, 32]``.
+        epochs: number of training epochs.
+        batch_size, lr, weight_decay, optimizer: AdamW settings (paper-notes §14).
+        intrinsic_length, psi: :class:`~isoplastic.IsotropicMLP` modes.
+        adapt: ``"scaffold"`` (neuroadapt each epoch), ``"schedule"`` (width targets) or
+            ``"none"``.
+        scaffold, threshold: ``S`` and ``τ`` of the scaffold policy.
+        schedule: width targets for ``adapt="schedule"``: a list with one entry per epoch, each
+            either one width (applied to every hidden layer) or a list of per-layer widths; or a
+            string ``"start:target"`` (linear ramp over the epochs, per layer ``"a,b:c,d"``) or
+            ``"w0,w1,w2"`` / ``"16;64;16"``-style per-epoch widths (see :func:`parse_schedule`).
+        tolerance: maximum ``eps_scaled`` (percent) a single structural change may cause; a
+            larger change is rolled back and logged as refused. ``None``: off.
+        seed: seed of initial weights, data split, shuffling and neurogenesis.
+        dtype: ``"float32"`` or ``"float64"``.
+        probe_size: size of the fixed held-out probe batch used to measure function change.
+        init_scale: standard deviation of the outgoing weights of new neurons.
+        control: also train a fixed-topology twin from the same initial weights.
+        n_train, n_test: optional subset sizes (small runs and tests).
+        out: run directory.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    widths: list[int] = field(default_factory=lambda: [64, 64])
+    epochs: int = 300
+    batch_size: int = 48
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    optimizer: str = "adamw"
+    intrinsic_length: str = "trainable"
+    psi: str = "trainable+decay"
+    adapt: str = "scaffold"
+    scaffold: int = 2
+    threshold: float = 0.1
+    schedule: list | str | None = None
+    tolerance: float | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    probe_size: int = 256
+    init_scale: float = 0.01
+    control: bool = True
+    n_train: int | None = None
+    n_test: int | None = None
+    out: str | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        self.widths = [int(w) for w in self.widths]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on any out-of-range value."""
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise bad("widths", "give at least one hidden width, each >= 1 (e.g. [32, 32])")
+        for name in ("epochs", "batch_size", "probe_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "must be an integer >= 1")
+        if not self.lr > 0:
+            raise bad("lr", "must be > 0")
+        if not self.weight_decay >= 0:
+            raise bad("weight_decay", "must be >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
+        if self.adapt not in ADAPT_MODES:
+            raise bad("adapt", f"choose one of {', '.join(ADAPT_MODES)}")
+        if isinstance(self.scaffold, bool) or not isinstance(self.scaffold, int) or self.scaffold < 0:
+            raise bad("scaffold", "must be an integer >= 0")
+        if not self.threshold >= 0:
+            raise bad("threshold", "must be >= 0")
+        if self.tolerance is not None and not self.tolerance >= 0:
+            raise bad("tolerance", "must be >= 0 (percent) or None (off)")
+        if self.dtype not in DTYPES:
+            raise bad("dtype", f"choose one of {', '.join(DTYPES)}")
+        if not self.init_scale >= 0:
+            raise bad("init_scale", "must be >= 0")
+        if self.adapt == "schedule":
+            if self.schedule is None:
+                raise bad("schedule", "adapt='schedule' needs width targets, e.g. '32:8' or "
+                                      "[[16], [64], [16]]")
+            self.schedule_targets()  # raises ConfigError on bad syntax
+        if self.version != CONFIG_VERSION:
+            raise bad("version", f"this isoplastic reads config version {CONFIG_VERSION}")
+
+    # -- schedule ---------------------------------------------------------------------------
+    def schedule_targets(self) -> list[list[int]]:
+        """Per-epoch hidden-width targets for ``adapt="schedule"`` (one list per epoch)."""
+        return parse_schedule(self.schedule, len(self.widths), self.epochs, self.widths)
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Build from a dict; unknown keys raise :class:`ConfigError` naming them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"TrainConfig.from_dict: expected a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"TrainConfig: unknown key(s) {', '.join(map(repr, unknown))}; known keys are "
+                f"{', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_json(Path(path).read_text())
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in re.split(r"[,\s]+", text.strip()) if t]
+
+
+def parse_schedule(schedule, n_layers: int, epochs: int, start: list[int]) -> list[list[int]]:
+    """Turn a schedule spec into per-epoch per-layer targets.
+
+    Accepted forms:
+        * ``"a:b"`` (or ``"a1,a2:b1,b2"``): linear ramp from ``a`` after epoch 0 to ``b`` after the
+          last epoch.
+        * ``"16;64;16"`` or ``"16,64,16"`` (one width per epoch, every layer), or
+          ``"16,16;64,64"`` (``;`` separates epochs, ``,`` layers when more than one layer).
+        * a list: one entry per epoch, an int (every layer) or a list of per-layer widths.
+    The last target holds for later epochs.
+    """
+    def err(why: str) -> ConfigError:
+        return ConfigError(f"schedule={schedule!r}: {why}; e.g. '32:8' (ramp), '16;64;16' "
+                           "(per epoch) or [[16, 16], [64, 64]]")
+
+    def per_layer(v) -> list[int]:
+        vals = [int(v)] * n_layers if isinstance(v, int) else [int(x) for x in v]
+        if len(vals) == 1:
+            vals = vals * n_layers
+        if len(vals) != n_layers:
+            raise err(f"an entry names {len(vals)} layers but the network has {n_layers}")
+        if any(x < 1 for x in vals):
+            raise err("widths must be >= 1")
+        return vals
+
+    try:
+        if isinstance(schedule, str):
+            text = schedule.strip()
+            if ":" in text:
+                a_text, b_text = text.split(":", 1)
+                a, b = per_layer(_ints(a_text)), per_layer(_ints(b_text))
+                steps = []
+                for e in range(epochs):
+                    t = (e + 1) / epochs
+                    steps.append([round(x + (y - x) * t) for x, y in zip(a, b)])
+                return steps
+            if ";" in text:
+                return [per_layer(_ints(part)) for part in text.split(";") if part.strip()]
+            vals = _ints(text)
+            if not vals:
+                raise err("empty")
+            return [per_layer(v) for v in vals]
+        if isinstance(schedule, (list, tuple)) and schedule:
+            return [per_layer(v) for v in schedule]
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise err(str(exc)) from exc
+    raise err("not a string or a non-empty list")

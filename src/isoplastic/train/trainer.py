@@ -1,0 +1,387 @@
+"""Adaptive-topology training (paper-notes §10, §14).
+
+Each epoch: one pass over the shuffled training set (cross-entropy + ``net.psi_penalty()``,
+AdamW), then the topology policy (after the training epoch, before evaluation), then evaluation
+on the test set. Every individual structural change is measured on a fixed held-out probe batch
+(:func:`isoplastic.function_change`) and logged with the widths after it and its wall time; with a
+``tolerance`` a change whose ``eps_scaled`` exceeds it is rolled back (model and optimizer
+exactly) and logged as refused. With ``control=True`` a fixed-topology twin starts from the same
+initial weights and sees the same batches.
+
+Determinism: the shuffle order of epoch ``e`` comes from a generator seeded with ``(seed, e)``,
+the outgoing weights of neurons grown after epoch ``e`` from another generator seeded with
+``(seed, e)``; so a run resumed from the checkpoint at the end of epoch ``e`` is bit-identical
+to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Dataset, load_dataset
+from ..nn import IsotropicMLP
+from ..ops.diagonalise import singular_values
+from ..topology.policies import (
+    AbstractPolicy,
+    ChangeRefused,
+    FixedTopology,
+    ScaffoldPolicy,
+    WidthSchedule,
+)
+from ..topology.record import StructuralChange
+from ..verify import compare_logits
+from .checkpoint import atomic_write, load_checkpoint, make_optimizer, save_checkpoint, set_rng_states
+from .config import TrainConfig
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed derived from ``seed`` and ``parts`` (e.g. ``(seed, "shuffle", epoch)``)."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generator(seed: int, *parts: object) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, *parts))
+
+
+def prepare_data(config: TrainConfig) -> Dataset:
+    """Load, optionally subset, flatten and standardise the configured data set."""
+    data = load_dataset(config.dataset, config.data_dir, seed=config.seed)
+    if config.n_train is not None or config.n_test is not None:
+        data = data.subset(config.n_train, config.n_test, seed=config.seed)
+    return data.flat().standardised()
+
+
+@torch.no_grad()
+def logits_of(net: torch.nn.Module, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """Evaluation-mode logits (the training flag is restored)."""
+    was = net.training
+    net.eval()
+    try:
+        return torch.cat([net(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
+    finally:
+        net.train(was)
+
+
+def spectra(net: IsotropicMLP) -> list[list[float]]:
+    """Neuron strengths (singular values of ``W_k``) of every hidden layer."""
+    return [singular_values(net, k).tolist() for k in range(net.n_hidden)]
+
+
+@dataclass
+class Arm:
+    """One trained network: the adaptive one or its fixed-topology control."""
+
+    name: str
+    net: IsotropicMLP
+    optimizer: torch.optim.Optimizer
+    policy: AbstractPolicy
+
+
+@dataclass
+class RunResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        config: the run's configuration.
+        metrics: one dict per epoch (see :meth:`Trainer.run_epoch`).
+        changes: one dict per structural change (applied or refused).
+        nets: the final networks per arm (``"adaptive"``, optionally ``"control"``).
+        run_dir: the output directory (``None`` when nothing was written).
+        wall_time: seconds spent in this call.
+    """
+
+    config: TrainConfig
+    metrics: list[dict]
+    changes: list[dict]
+    nets: dict[str, IsotropicMLP]
+    run_dir: Path | None = None
+    wall_time: float = 0.0
+    report: Path | None = None
+
+    def summary(self) -> dict:
+        """Final accuracies, growth/shrink counts and the largest neurogenesis ``eps_scaled``."""
+        last = self.metrics[-1] if self.metrics else {}
+        applied = [c for c in self.changes if not c["refused"]]
+        grow = [c for c in applied if c["op"] == "neurogenesis"]
+        shrink = [c for c in applied if c["op"] == "neurodegeneration"]
+        return {
+            "epochs": len(self.metrics),
+            "final_accuracy": last.get("test_accuracy"),
+            "control_accuracy": last.get("control", {}).get("test_accuracy"),
+            "final_widths": last.get("widths"),
+            "control_widths": last.get("control", {}).get("widths"),
+            "n_growth": len(grow),
+            "n_shrink": len(shrink),
+            "neurons_added": sum(c["n"] for c in grow),
+            "neurons_removed": sum(c["n"] for c in shrink),
+            "n_refused": sum(1 for c in self.changes if c["refused"]),
+            "max_eps_neurogenesis": max((c["eps_scaled"] for c in grow), default=None),
+            "max_eps_neurodegeneration": max((c["eps_scaled"] for c in shrink), default=None),
+        }
+
+
+def make_policy(config: TrainConfig) -> AbstractPolicy:
+    if config.adapt == "scaffold":
+        return ScaffoldPolicy(config.scaffold, config.threshold, init_scale=config.init_scale)
+    if config.adapt == "schedule":
+        return WidthSchedule(targets=config.schedule_targets(), init_scale=config.init_scale)
+    return FixedTopology()
+
+
+class Trainer:
+    """Adaptive training with an optional fixed-topology control, usable step by step.
+
+    Args:
+        config: the run configuration.
+        data: an already prepared (flat, standardised) :class:`~isoplastic.data.Dataset`;
+            default: :func:`prepare_data` of ``config``.
+        progress: show a tqdm bar per epoch (default: when stderr is a terminal).
+        out: run directory (default ``config.out``); ``None``: nothing is written.
+
+    Example:
+        >>> t = Trainer(TrainConfig(epochs=2, widths=[16], n_train=200, control=False), progress=False)
+        >>> result = t.run()                                   # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, *, data: Dataset | None = None,
+                 progress: bool | None = None, out: str | Path | None = None,
+                 _arms: dict[str, tuple[IsotropicMLP, torch.optim.Optimizer]] | None = None) -> None:
+        self.config = config
+        self.dtype = getattr(torch, config.dtype)
+        self.data = data if data is not None else prepare_data(config)
+        self.x_train = self.data.x_train.to(self.dtype)
+        self.y_train = self.data.y_train
+        self.x_test = self.data.x_test.to(self.dtype)
+        self.y_test = self.data.y_test
+        self.probe = self.x_test[: config.probe_size]
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        out = config.out if out is None else out
+        self.run_dir = None if out is None else Path(out)
+        self.epoch = 0  # completed epochs
+        self.metrics: list[dict] = []
+        self.changes: list[dict] = []
+        self.arms: dict[str, Arm] = {}
+        if _arms is None:
+            widths = [self.data.n_features, *config.widths, self.data.n_classes]
+            net = IsotropicMLP(widths, intrinsic_length=config.intrinsic_length, psi=config.psi,
+                               generator=generator(config.seed, "init")).to(self.dtype)
+            _arms = {"adaptive": (net, make_optimizer(net, config))}
+            if config.control:
+                twin = copy.deepcopy(net)
+                _arms["control"] = (twin, make_optimizer(twin, config))
+        for name, (net, opt) in _arms.items():
+            policy = make_policy(config) if name == "adaptive" else FixedTopology()
+            self.arms[name] = Arm(name, net, opt, policy)
+
+    # -- construction from a checkpoint -------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, run_dir: str | Path, *, data: Dataset | None = None,
+                        progress: bool | None = None, epochs: int | None = None) -> Trainer:
+        """Continue the run saved in ``run_dir`` (optionally with a new total of ``epochs``)."""
+        ckpt = load_checkpoint(run_dir)
+        config = ckpt.config
+        if epochs is not None:
+            config.epochs = int(epochs)
+            config.validate()
+        config.out = str(run_dir)
+        arms = {name: (ckpt.nets[name], ckpt.optimizers[name]) for name in ckpt.nets}
+        trainer = cls(config, data=data, progress=progress, out=run_dir, _arms=arms)
+        trainer.epoch = ckpt.epoch
+        trainer.metrics = list(ckpt.metrics)
+        trainer.changes = list(ckpt.changes)
+        set_rng_states(ckpt.meta["rng"])
+        return trainer
+
+    @property
+    def net(self) -> IsotropicMLP:
+        return self.arms["adaptive"].net
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.arms["adaptive"].optimizer
+
+    # -- one epoch ----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, dict]:
+        """One pass over the training data for every arm (same batches); returns loss/accuracy."""
+        n = self.x_train.shape[0]
+        order = torch.randperm(n, generator=generator(self.config.seed, "shuffle", epoch))
+        bs = self.config.batch_size
+        n_batches = (n + bs - 1) // bs
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_batches * len(self.arms), desc=f"epoch {epoch + 1}/"
+                       f"{self.config.epochs}", leave=False, disable=not self.progress)
+        stats = {}
+        for arm in self.arms.values():
+            net, opt = arm.net, arm.optimizer
+            net.train()
+            total, correct = 0.0, 0
+            for i in range(n_batches):
+                idx = order[i * bs:(i + 1) * bs]
+                xb, yb = self.x_train[idx], self.y_train[idx]
+                out = net(xb)
+                ce = F.cross_entropy(out, yb)
+                loss = ce + net.psi_penalty()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(ce.detach()) * len(idx)
+                correct += int((out.detach().argmax(1) == yb).sum())
+                if bar is not None:
+                    bar.update(1)
+            stats[arm.name] = {"train_loss": total / n, "train_accuracy": correct / n}
+        if bar is not None:
+            bar.close()
+        return stats
+
+    def _guard(self, arm: Arm, epoch: int) -> Callable[[StructuralChange], None]:
+        """Measure each change on the probe batch; refuse it when over the tolerance."""
+        state = {"before": logits_of(arm.net, self.probe), "t0": time.perf_counter()}
+        tol = self.config.tolerance
+
+        def guard(change: StructuralChange) -> None:
+            wall = time.perf_counter() - state["t0"]
+            after = logits_of(arm.net, self.probe)
+            fc = compare_logits(state["before"], after)
+            record = {
+                "epoch": epoch, "arm": arm.name, "op": change.op, "layer": change.layer,
+                "n": change.n, "width_before": change.width_before,
+                "width_after": change.width_after, "widths": list(arm.net.widths),
+                **fc.as_dict(), "wall_time": wall,
+                "removed_singular_values": list(change.removed_singular_values),
+                "predicted_bound": change.predicted_bound, "refused": False,
+            }
+            if tol is not None and fc.eps_scaled > tol:
+                record["refused"] = True
+                self.changes.append(record)
+                state["t0"] = time.perf_counter()
+                raise ChangeRefused(f"{change.op} of {change.n} neuron(s) in hidden layer "
+                                    f"{change.layer}: eps_scaled {fc.eps_scaled:.3g}% > "
+                                    f"tolerance {tol}%", change=change, info=record)
+            self.changes.append(record)
+            state["before"] = after
+            state["t0"] = time.perf_counter()
+
+        return guard
+
+    def adapt(self, epoch: int) -> list[dict]:
+        """Run every arm's policy (end of ``epoch``); returns the change records it produced."""
+        start = len(self.changes)
+        for arm in self.arms.values():
+            if isinstance(arm.policy, FixedTopology):
+                continue
+            policy = arm.policy
+            policy.guard = self._guard(arm, epoch)  # type: ignore[attr-defined]
+            policy.generator = generator(self.config.seed, "grow", epoch)  # type: ignore[attr-defined]
+            try:
+                policy(arm.net, arm.optimizer, epoch)
+            finally:
+                policy.guard = None  # type: ignore[attr-defined]
+                policy.generator = None  # type: ignore[attr-defined]
+        return self.changes[start:]
+
+    @torch.no_grad()
+    def evaluate(self, arm: Arm) -> dict:
+        out = logits_of(arm.net, self.x_test)
+        return {"test_loss": float(F.cross_entropy(out, self.y_test)),
+                "test_accuracy": float((out.argmax(1) == self.y_test).double().mean())}
+
+    def run_epoch(self) -> dict:
+        """Train, adapt, evaluate one epoch; append and return its metrics record."""
+        e = self.epoch
+        t0 = time.perf_counter()
+        stats = self.train_epoch(e)
+        t_train = time.perf_counter() - t0
+        new = self.adapt(e)
+        record: dict = {}
+        for arm in self.arms.values():
+            rec = {**stats[arm.name], **self.evaluate(arm), "widths": arm.net.widths[1:-1],
+                   "singular_values": spectra(arm.net)}
+            if arm.net.psi_mode.has_vectors:
+                rec["psi_norm"] = float(sum(p.detach().norm() for p in arm.net.psi))
+            if arm.name == "adaptive":
+                record = {"epoch": e, **rec, "n_changes": sum(not c["refused"] for c in new),
+                          "n_refused": sum(c["refused"] for c in new)}
+            else:
+                record[arm.name] = rec
+        record["train_time"] = t_train
+        record["epoch_time"] = time.perf_counter() - t0
+        self.metrics.append(record)
+        self.epoch = e + 1
+        if self.run_dir is not None:
+            self.save()
+        return record
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Checkpoint plus ``config.json``, ``metrics.jsonl``, ``changes.jsonl`` (atomically)."""
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.run_dir / "config.json", self.config.to_json() + "\n")
+        atomic_write(self.run_dir / "metrics.jsonl",
+                     "".join(json.dumps(m) + "\n" for m in self.metrics))
+        atomic_write(self.run_dir / "changes.jsonl",
+                     "".join(json.dumps(c) + "\n" for c in self.changes))
+        save_checkpoint(self.run_dir, self.config, self.epoch,
+                        {n: a.net for n, a in self.arms.items()},
+                        {n: a.optimizer for n, a in self.arms.items()},
+                        changes=self.changes, metrics=self.metrics)
+
+    def run(self, until: int | None = None) -> RunResult:
+        """Train until ``until`` (default ``config.epochs``) epochs are complete."""
+        t0 = time.perf_counter()
+        until = self.config.epochs if until is None else until
+        if self.run_dir is not None and self.epoch == 0:
+            self.save_config()
+        while self.epoch < until:
+            self.run_epoch()
+        return self.result(time.perf_counter() - t0)
+
+    def save_config(self) -> None:
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.run_dir / "config.json", self.config.to_json() + "\n")
+
+    def result(self, wall_time: float = 0.0) -> RunResult:
+        return RunResult(self.config, self.metrics, self.changes,
+                         {n: a.net for n, a in self.arms.items()}, self.run_dir, wall_time)
+
+
+def fit(config: TrainConfig | None, *, data: Dataset | None = None, progress: bool | None = None,
+        resume: str | Path | None = None, report: bool = True) -> RunResult:
+    """Train as configured (or continue the run in ``resume``) and return a :class:`RunResult`.
+
+    When the run has an output directory (``config.out`` or ``resume``), the files are written
+    there every epoch and, with ``report=True``, ``report.md`` and its plots at the end.
+    """
+    if config is None and resume is None:
+        raise ValueError("fit: pass a TrainConfig, or resume=RUN_DIR to continue a run")
+    if resume is not None:
+        trainer = Trainer.from_checkpoint(resume, data=data, progress=progress,
+                                          epochs=None if config is None else config.epochs)
+    else:
+        assert config is not None
+        trainer = Trainer(config, data=data, progress=progress)
+    result = trainer.run()
+    if report and trainer.run_dir is not None:
+        from ..plot.report import write_report
+
+        result.report = write_report(trainer.run_dir)
+    return result
+
+
+__all__ = ["Arm", "RunResult", "Trainer", "derive_seed", "fit", "make_policy", "prepare_data",
+           "spectra"]
