@@ -80,6 +80,39 @@ def _horner(q: Tensor, coeffs: tuple[float, ...]) -> Tensor:
     return out
 
 
+# d/dq of the series: coefficients (k+1) a_{k+1}.
+_SERIES_SLOPE = tuple((i + 1) * c for i, c in enumerate(TanhProfile._SERIES[1:]))
+
+
+def tanh_gain_fast(q: Tensor, q_switch: float) -> Tensor:
+    """:meth:`TanhProfile.gain` without autograd bookkeeping, bit-identical in value.
+
+    When no entry of ``q`` lies in the small ball the clamp is the identity and the series is
+    never used, so ``tanh(√q)/√q`` is returned directly (no ``where``, no series temporaries).
+    """
+    small = q < q_switch
+    if not bool(small.any()):
+        rho = torch.sqrt(q)
+        return torch.tanh(rho) / rho
+    rho = torch.sqrt(torch.clamp(q, min=q_switch))
+    return torch.where(small, _horner(q, TanhProfile._SERIES), torch.tanh(rho) / rho)
+
+
+def tanh_gain_slope(q: Tensor, q_switch: float) -> Tensor:
+    """``dg/dq`` of :meth:`TanhProfile.gain`: ``(sech²√q − g)/(2q)`` outside, series inside.
+
+    The same expression autograd evaluates through ``tanh(ρ)/ρ`` and ``ρ = √q`` (zero slope of
+    the closed form inside the ball, where the series takes over).
+    """
+    small = q < q_switch
+    rho = torch.sqrt(torch.clamp(q, min=q_switch))
+    t = torch.tanh(rho)
+    closed = ((1.0 - t * t) / rho - t / rho / rho) / (2.0 * rho)
+    if not bool(small.any()):
+        return closed
+    return torch.where(small, _horner(q, _SERIES_SLOPE), closed)
+
+
 def log1p_profile() -> CallableProfile:
     """``s(r) = log(1 + r)`` (unbounded, slowly growing); first-order gain 1 inside the small ball."""
     return CallableProfile(torch.log1p, slope_at_zero=1.0, name="log1p")

@@ -1,4 +1,4 @@
-"""Command-line interface: ``isoplastic train`` and ``isoplastic inspect``.
+"""Command-line interface: ``isoplastic train | inspect | bench | reproduce``.
 
 Imported only by the ``isoplastic`` console script and ``python -m isoplastic``.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from .bench import bench
 from .inspect import inspect_cmd
 from .train import train_cmd
 
@@ -19,5 +20,6 @@ def main() -> None:
 
 main.add_command(train_cmd)
 main.add_command(inspect_cmd)
+main.add_command(bench)
 
 __all__ = ["main"]

@@ -187,8 +187,8 @@ class IsotropicMLP(AffineStack):
         z = self.linears[0](self._flatten(x))  # (batch, n_1)
         for k, act in enumerate(self.activations):
             h, g = act.forward_with_gain(z)  # (batch, n_k), (batch, 1)
-            if self.training:
-                self._mean_gains[k] = g.detach().mean()
+            if self.training and self.psi_mode is PsiMode.EXPECTATION:
+                self._mean_gains[k] = g.detach().mean()  # folded into a bias on removal
             z = self.linears[k + 1](h)
             if len(self.psi):
                 z = z + self.psi[k] * g

@@ -13,6 +13,10 @@ values a little; when that carries one across τ, the pass is repeated (at most 
 times) so the postcondition — exactly ``S`` strengths ≤ τ in every layer — holds on return.
 The paper's code makes a single pass.
 
+Growth here skips the paper's left diagonalisation before appending scaffolds: exactness does
+not need it (a zero row is silent in any basis) and without the rotation the growth is exact to
+the bit, in float32 too. Removals still diagonalise first, which also restores the ordering.
+
 Policies for the trainer follow :class:`AbstractPolicy`: one call per epoch that receives the
 network, the optimizer and the epoch and returns the changes it made.
 
@@ -112,20 +116,19 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
     order = sorted(range(net.n_hidden) if layers is None else layers, reverse=True)
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
+    counts: dict[int, tuple[torch.Tensor, int]] = {}
     with transaction(net, optimizer):  # type: ignore[arg-type]
         for _ in range(max_passes):
             changed = False
             for k in order:
                 if k in blocked:
                     continue
-                strengths = singular_values(net, k)
-                c = int((strengths <= threshold).sum())
-                width = strengths.shape[0]
+                c, width = _scaffold_count(net, k, threshold, counts)
                 apply = None
                 if c < scaffold:
                     def apply(k=k, n=scaffold - c):
                         return neurogenesis(net, k, n, optimizer, init_scale=init_scale,
-                                            generator=generator)
+                                            generator=generator, diagonalise=False)
                 elif c > scaffold:
                     n = min(c - scaffold, width - 1)
                     if n > 0:
@@ -144,6 +147,66 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
     return changes
 
 
+def _scaffold_count(net: HiddenSpaceModel, k: int, threshold: float,
+                    cache: dict[int, tuple[torch.Tensor, int]]) -> tuple[int, int]:
+    """``(#{i : σ_i ≤ τ}, n_k)`` for hidden layer ``k``: the same count as
+    ``(singular_values(net, k) <= threshold).sum()``, computed faster.
+
+    A layer whose incoming weight is bit-for-bit what it was at the last count of this
+    :func:`neuroadapt` call (a change in layer ``k`` only touches the weights of layers ``k`` and
+    ``k+1``) reuses that count. Otherwise :func:`strength_count` decides from the eigenvalues of
+    the float64 Gram matrix, and falls back to ``svdvals`` whenever a singular value lies within
+    the round-off of either method of ``τ``, so the count is the reference count.
+    """
+    if not FAST_COUNT:
+        strengths = singular_values(net, k)
+        return int((strengths <= threshold).sum()), int(strengths.shape[0])
+    w = net.hidden_layer(k).incoming_matrix()
+    hit = cache.get(k)
+    if hit is not None and hit[0].shape == w.shape and torch.equal(hit[0], w):
+        return hit[1], int(w.shape[0])
+    c = strength_count(w, threshold)
+    cache[k] = (w.clone(), c)
+    return c, int(w.shape[0])
+
+
+_GRAM_MIN_SIZE = 64 * 64
+
+#: Count scaffolds through the certified Gram route and reuse counts of unchanged layers (set
+#: False to time the plain ``svdvals`` route; the counts, hence the decisions, are the same).
+FAST_COUNT = True
+
+
+@torch.no_grad()
+def strength_count(w: torch.Tensor, threshold: float) -> int:
+    """Number of neuron strengths ``≤ threshold`` of an incoming matrix ``w`` (``(n_k, fan_in)``).
+
+    Equal to ``int((neuron_strengths(svdvals(w), n_k) <= threshold).sum())`` (padding zeros
+    included). For matrices with at least 4096 entries the singular values are taken as
+    ``sqrt(eigvalsh(w w^T))`` of the smaller Gram matrix in float64 (a 500 × 3072 layer: ~45 ms
+    instead of ~170 ms for ``svdvals``). Its error in ``σ`` is at most about
+    ``sqrt(n eps_64) σ_max``; the reference's own error is about ``sqrt(n) eps_w σ_max``. If any
+    singular value lies within a generous multiple of both of ``threshold``, where the two
+    could disagree, the reference ``svdvals`` count is returned instead.
+    """
+    m, n = w.shape
+    if w.numel() < _GRAM_MIN_SIZE or w.dtype not in (torch.float32, torch.float64):
+        s = torch.linalg.svdvals(w)
+        return int((s <= threshold).sum()) + max(m - s.shape[0], 0)
+    w64 = w.to(torch.float64)
+    gram = w64 @ w64.mT if m <= n else w64.mT @ w64
+    lam = torch.linalg.eigvalsh(gram)
+    sig = lam.clamp_min(0.0).sqrt()
+    smax = float(sig.max()) if sig.numel() else 0.0
+    big = max(m, n)
+    tol = smax * (16.0 * big ** 0.5 * torch.finfo(w.dtype).eps
+                  + 4.0 * (big * torch.finfo(torch.float64).eps) ** 0.5)
+    if bool(((sig - threshold).abs() <= tol).any()) or not torch.isfinite(sig).all():
+        s = torch.linalg.svdvals(w)
+        return int((s <= threshold).sum()) + max(m - s.shape[0], 0)
+    return int((sig <= threshold).sum()) + max(m - sig.shape[0], 0)
+
+
 def set_width(net: HiddenSpaceModel, k: int, width: int,
               optimizer: torch.optim.Optimizer | None = None, **grow_kwargs
               ) -> StructuralChange | None:
@@ -153,6 +216,7 @@ def set_width(net: HiddenSpaceModel, k: int, width: int,
         raise TopologyError(f"set_width: width={width!r} must be a positive integer")
     current = space.size
     if width > current:
+        grow_kwargs.setdefault("diagonalise", False)
         return neurogenesis(net, k, width - current, optimizer, **grow_kwargs)
     if width < current:
         return neurodegeneration(net, k, current - width, optimizer)

@@ -1,0 +1,711 @@
+"""The benchmark suites behind ``isoplastic bench``; each returns a JSON-ready dict.
+
+Every speed figure is a *ratio within one run*: candidates are timed interleaved with warm-up and
+medians (:mod:`.timing`), so the load of a shared machine largely cancels. Absolute medians are
+reported alongside for reference only.
+
+1. :func:`activation_and_step` — isotropic activation vs ``tanh`` (forward+backward), and a
+   full AdamW training step of :class:`~isoplastic.IsotropicMLP` vs
+   :class:`~isoplastic.ElementwiseMLP`.
+2. :func:`adaptation_cost` — ``neuroadapt`` and single-call neurogenesis/neurodegeneration vs
+   one training epoch of the paper's Exp 0 network (3072-500-500-10, batch 48, 50,000 samples).
+3. :func:`sparse_inference` — :func:`~isoplastic.export.compile_sparse` vs the dense network.
+4. :func:`pruning_quality` — neurodegeneration vs L2 structured pruning vs training small.
+5. :func:`scaling` — time and peak memory of training and adaptation vs width, depth, batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import activations as _acts
+from ..activations import isotropic as _iso
+from ..nn import ElementwiseMLP, IsotropicMLP
+from ..ops.diagonalise import left_diagonalise, sparsify
+from ..topology import policies as _policies
+from ..topology.grow import neurogenesis
+from ..topology.policies import neuroadapt
+from ..topology.shrink import neurodegeneration
+from ..verify import function_change
+from .timing import interleaved
+
+__all__ = ["activation_and_step", "adaptation_cost", "pruning_quality", "run_all",
+           "scaling", "sparse_inference"]
+
+Log = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _step_fn(net: nn.Module, x: Tensor, y: Tensor, lr: float = 1e-3) -> Callable[[], None]:
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y) + net.psi_penalty()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _size_widths(size: str | int) -> list[int]:
+    if size == "3072-in":
+        return [3072, 500, 500, 10]
+    return [int(size), int(size), int(size), 10]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. activation and training step
+# --------------------------------------------------------------------------------------------
+def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats: int = 15,
+                        seed: int = 0, log: Log = _quiet) -> dict:
+    """Ratios isotropic / element-wise tanh: activation fwd+bwd, and a full AdamW step.
+
+    ``*_reference`` entries time the plain-autograd formula (``FUSED = False``) in the same
+    interleaved run, i.e. the implementation before the fused kernel.
+    """
+    torch.manual_seed(seed)
+    rows = []
+    for size in sizes:
+        widths = _size_widths(size)
+        n = widths[1]
+        for b in batches:
+            z = torch.randn(b, n, requires_grad=True)
+            gz = torch.randn(b, n)
+            act = _acts.IsotropicTanh("trainable")
+
+            def iso_act(fused: bool, act=act, z=z, gz=gz) -> Callable[[], None]:
+                def f() -> None:
+                    _iso.FUSED = fused
+                    try:
+                        h, _ = act.forward_with_gain(z)
+                    finally:
+                        _iso.FUSED = True
+                    h.backward(gz)
+                    z.grad = None
+                return f
+
+            def tanh_act(z=z, gz=gz) -> None:
+                torch.tanh(z).backward(gz)
+                z.grad = None
+
+            inner = 20 if b * n <= 300_000 else 5
+            ta = interleaved({"iso": iso_act(True), "iso_reference": iso_act(False),
+                              "tanh": tanh_act}, repeats=repeats, warmup=3, inner=inner)
+            x = torch.randn(b, widths[0])
+            y = torch.randint(0, widths[-1], (b,))
+            gen = torch.Generator().manual_seed(seed)
+            iso_net = IsotropicMLP(widths, generator=gen)
+            ref_net = copy.deepcopy(iso_net)
+            el_net = ElementwiseMLP(widths, generator=torch.Generator().manual_seed(seed))
+            s_iso, s_ref, s_el = _step_fn(iso_net, x, y), _step_fn(ref_net, x, y), _step_fn(el_net, x, y)
+
+            def ref_step(s_ref=s_ref) -> None:
+                _iso.FUSED = False
+                try:
+                    s_ref()
+                finally:
+                    _iso.FUSED = True
+
+            ts = interleaved({"iso": s_iso, "iso_reference": ref_step, "tanh": s_el},
+                             repeats=repeats, warmup=5)
+            row = {
+                "size": str(size), "widths": widths, "batch": b,
+                "activation_ratio": ta.ratio("iso", "tanh"),
+                "activation_ratio_reference": ta.ratio("iso_reference", "tanh"),
+                "train_step_ratio": ts.ratio("iso", "tanh"),
+                "train_step_ratio_reference": ts.ratio("iso_reference", "tanh"),
+                "activation_times": ta.as_dict(), "step_times": ts.as_dict(),
+            }
+            rows.append(row)
+            log(f"  size {size} batch {b}: activation {row['activation_ratio']:.2f}x "
+                f"(reference {row['activation_ratio_reference']:.2f}x), train step "
+                f"{row['train_step_ratio']:.3f}x (reference {row['train_step_ratio_reference']:.3f}x)")
+    return {
+        "train_step_ratio": max(r["train_step_ratio"] for r in rows),
+        "train_step_ratio_reference": max(r["train_step_ratio_reference"] for r in rows),
+        "activation_ratio": max(r["activation_ratio"] for r in rows),
+        "rows": rows,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 2. adaptation cost
+# --------------------------------------------------------------------------------------------
+def _prepared_exp0(widths: list[int], seed: int) -> IsotropicMLP:
+    """Exp 0 net after a few steps, with exactly 2 scaffolds (σ ≤ 0.1) in every hidden layer."""
+    torch.manual_seed(seed)
+    net = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(48, widths[0])
+    y = torch.randint(0, widths[-1], (48,))
+    step = _step_fn(net, x, y)
+    for _ in range(3):
+        step()
+    neuroadapt(net, scaffold=2, threshold=0.1, generator=torch.Generator().manual_seed(seed))
+    return net
+
+
+def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples: int = 50_000,
+                    train_batches: int = 200, ks=(1, 5, 25), repeats: int = 5, seed: int = 0,
+                    log: Log = _quiet) -> dict:
+    """Structural operations as a fraction of one training epoch of the same network.
+
+    The epoch is ``epoch_samples / batch`` AdamW steps, timed on ``train_batches`` batches of
+    random data (interleaved with the operations' own timings is impossible, so the step is
+    timed right before, and again right after, and the median of both sets is used).
+    """
+    widths = list(widths)
+    torch.manual_seed(seed)
+    base = _prepared_exp0(widths, seed)
+    train_net = copy.deepcopy(base)
+    x = torch.randn(batch, widths[0])
+    y = torch.randint(0, widths[-1], (batch,))
+    step = _step_fn(train_net, x, y)
+    for _ in range(5):
+        step()
+
+    def time_steps(n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    steps = time_steps(train_batches // 2)
+    steps_per_epoch = epoch_samples / batch
+    n_hidden = len(widths) - 2
+
+    # scenarios: a net needing no change, and nets needing 5 removals in one layer
+    def variant(extra_layer: int | None, extra: int = 5) -> IsotropicMLP:
+        net = copy.deepcopy(base)
+        if extra_layer is not None:
+            neurogenesis(net, extra_layer, extra, init_scale=0.0)
+        return net
+
+    work: dict[str, IsotropicMLP] = {}
+    fns: dict[str, Callable[[], object]] = {}
+
+    def add(name: str, make: Callable[[], IsotropicMLP], op: Callable[[IsotropicMLP], object],
+            fast: bool = True) -> None:
+        def f() -> None:
+            _policies.FAST_COUNT = fast
+            try:
+                op(work[name])
+            finally:
+                _policies.FAST_COUNT = True
+        fns[name] = f
+        makers[name] = make
+
+    makers: dict[str, Callable[[], IsotropicMLP]] = {}
+    adapt = lambda net: neuroadapt(net, scaffold=2, threshold=0.1)  # noqa: E731
+    add("neuroadapt_no_change", lambda: variant(None), adapt)
+    add("neuroadapt_no_change_reference", lambda: variant(None), adapt, fast=False)
+    for k in range(n_hidden):
+        add(f"neuroadapt_remove5_layer{k}", lambda k=k: variant(k), adapt)
+        add(f"neuroadapt_remove5_layer{k}_reference", lambda k=k: variant(k), adapt, fast=False)
+    for k in range(n_hidden):
+        for n in ks:
+            add(f"neurodegeneration_layer{k}_n{n}", lambda: variant(None),
+                lambda net, k=k, n=n: neurodegeneration(net, k, n))
+            add(f"neurogenesis_layer{k}_n{n}", lambda: variant(None),
+                lambda net, k=k, n=n: neurogenesis(net, k, n))
+
+    def setup(name: str) -> None:
+        work[name] = makers[name]()
+
+    # checks: decisions identical with and without the fast count
+    check = {}
+    for k in range(n_hidden):
+        a, b = variant(k), variant(k)
+        ca = neuroadapt(a, scaffold=2, threshold=0.1)
+        _policies.FAST_COUNT = False
+        try:
+            cb = neuroadapt(b, scaffold=2, threshold=0.1)
+        finally:
+            _policies.FAST_COUNT = True
+        check[f"layer{k}"] = {
+            "same_changes": [c.as_dict() for c in ca] == [c.as_dict() for c in cb],
+            "changes": [(c.op, c.layer, c.n) for c in ca],
+            "max_abs_weight_diff": max(float((p - q).detach().abs().max())
+                                       for p, q in zip(a.parameters(), b.parameters())),
+        }
+
+    t = interleaved(fns, repeats=repeats, warmup=1, setup=setup)
+    steps += time_steps(train_batches - train_batches // 2)
+    step_s = sorted(steps)[len(steps) // 2]
+    epoch_s = step_s * steps_per_epoch
+    frac = {k: t.median(k) / epoch_s for k in fns}
+    clone_t = interleaved({"clone": lambda: [p.data.clone() for p in base.parameters()]},
+                          repeats=20, warmup=2)
+    change5 = max(frac[f"neuroadapt_remove5_layer{k}"] for k in range(n_hidden))
+    out = {
+        "widths": widths, "batch": batch, "step_s": step_s, "epoch_s": epoch_s,
+        "steps_per_epoch": steps_per_epoch, "train_batches_timed": len(steps),
+        "neuroadapt_epoch_fraction": change5,
+        "neuroadapt_epoch_fraction_reference": max(
+            frac[f"neuroadapt_remove5_layer{k}_reference"] for k in range(n_hidden)),
+        "neuroadapt_no_change_epoch_fraction": frac["neuroadapt_no_change"],
+        "fractions": frac, "times": t.as_dict(), "decision_check": check,
+        "transaction_clone_s": t_med(clone_t, "clone"),
+        "growth_in_k": {
+            f"{op}_layer{k}": [frac[f"{op}_layer{k}_n{n}"] / frac[f"{op}_layer{k}_n{ks[0]}"]
+                               for n in ks]
+            for op in ("neurodegeneration", "neurogenesis") for k in range(n_hidden)
+        },
+        "ks": list(ks),
+    }
+    log(f"  epoch ≈ {epoch_s:.2f} s ({step_s * 1e3:.2f} ms/step); neuroadapt removing 5: "
+        f"{100 * change5:.3f}% of an epoch (reference "
+        f"{100 * out['neuroadapt_epoch_fraction_reference']:.3f}%), no change: "
+        f"{100 * frac['neuroadapt_no_change']:.3f}%")
+    return out
+
+
+def t_med(t, name: str) -> float:
+    return t.median(name)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. sparse inference
+# --------------------------------------------------------------------------------------------
+def sparse_inference(width: int = 1024, depths=(4, 6, 8, 12), batch: int = 256,
+                     repeats: int = 15, seed: int = 0, log: Log = _quiet) -> dict:
+    """Inference time of :func:`compile_sparse` vs the dense net, against the non-zero ratio."""
+    from ..export import compile_sparse
+
+    torch.manual_seed(seed)
+    rows = []
+    for depth in depths:
+        widths = [width] * (depth + 1)
+        net = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed)).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        dense_params = sum(p.numel() for p in net.parameters())
+        rep = sparsify(net)
+        sp = compile_sparse(net)
+        x = torch.randn(batch, width)
+        with torch.inference_mode():
+            err = float((sp(x) - net(x)).abs().max() / net(x).abs().max())
+
+            def run_dense(net=net, x=x) -> None:
+                with torch.inference_mode():
+                    net(x)
+
+            def run_sparse(sp=sp, x=x) -> None:
+                with torch.inference_mode():
+                    sp(x)
+
+            t = interleaved({"dense": run_dense, "sparse": run_sparse}, repeats=repeats, warmup=3)
+        row = {
+            "depth": depth, "widths": widths, "batch": batch,
+            "inference_ratio": t.ratio("sparse", "dense"),
+            "nonzero_ratio": rep.nonzero_after / rep.nonzero_before,
+            "stored_ratio": sp.parameter_count() / dense_params,
+            "max_rel_error_float32": err, "times": t.as_dict(),
+        }
+        row["gap"] = row["inference_ratio"] - row["nonzero_ratio"]
+        rows.append(row)
+        log(f"  depth {depth}: sparse/dense time {row['inference_ratio']:.3f}, non-zero ratio "
+            f"{row['nonzero_ratio']:.3f} (gap {row['gap']:+.3f})")
+    last = rows[-1]
+    return {"sparse_inference_ratio": last["inference_ratio"], "nonzero_ratio": last["nonzero_ratio"],
+            "max_abs_gap": max(abs(r["gap"]) for r in rows), "rows": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. pruning quality
+# --------------------------------------------------------------------------------------------
+def _load(dataset: str, n_train: int, n_test: int, seed: int):
+    from ..data import load_dataset
+
+    if dataset == "auto":
+        dataset = "fashion-mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "digits"
+    ds = load_dataset(dataset)
+    g = torch.Generator().manual_seed(seed)
+    tr = torch.randperm(ds.x_train.shape[0], generator=g)[:n_train]
+    te = torch.randperm(ds.x_test.shape[0], generator=g)[:n_test]
+    xtr, xte = ds.x_train[tr].flatten(1), ds.x_test[te].flatten(1)
+    mu, sd = xtr.mean(0), xtr.std(0).clamp_min(1e-3)
+    return dataset, (xtr - mu) / sd, ds.y_train[tr], (xte - mu) / sd, ds.y_test[te], ds.n_classes
+
+
+def _train(net: nn.Module, x: Tensor, y: Tensor, epochs: int, seed: int, lr: float = 1e-3,
+           batch: int = 64) -> None:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=g)
+        for i in range(0, x.shape[0], batch):
+            idx = perm[i:i + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            pen = getattr(net, "psi_penalty", None)
+            if pen is not None:
+                loss = loss + pen()
+            loss.backward()
+            opt.step()
+    net.eval()
+
+
+@torch.no_grad()
+def _acc(net: nn.Module, x: Tensor, y: Tensor) -> float:
+    net.eval()
+    return float((net(x).argmax(1) == y).double().mean())
+
+
+def _n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@torch.no_grad()
+def _l2_prune(net: ElementwiseMLP, widths: list[int]) -> ElementwiseMLP:
+    """Structural L2 pruning: ``prune.ln_structured`` picks the rows (neurons) of each hidden
+    layer's incoming weight with the largest L2 norm; the others are then removed physically
+    (row, bias entry and outgoing column), giving a genuinely smaller dense network."""
+    from torch.nn.utils import prune
+
+    net = copy.deepcopy(net)
+    new = ElementwiseMLP([net.widths[0]] + widths + [net.widths[-1]], activation=net.activation_name)
+    keeps = []
+    for k, w_target in enumerate(widths):
+        lin = copy.deepcopy(net.linears[k])
+        amount = lin.weight.shape[0] - w_target
+        if amount > 0:
+            prune.ln_structured(lin, "weight", amount=amount, n=2, dim=0)
+            keep = torch.nonzero(lin.weight_mask[:, 0] != 0).flatten()
+        else:
+            keep = torch.arange(lin.weight.shape[0])
+        keeps.append(keep)
+    prev = torch.arange(net.widths[0])
+    for i, lin in enumerate(net.linears):
+        rows = keeps[i] if i < len(keeps) else torch.arange(lin.weight.shape[0])
+        new.linears[i].weight.copy_(lin.weight[rows][:, prev])
+        new.linears[i].bias.copy_(lin.bias[rows])
+        prev = rows
+    return new
+
+
+def _torch_pruning_available() -> bool:
+    try:
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _tp_prune(net: ElementwiseMLP, widths: list[int], x: Tensor) -> ElementwiseMLP:
+    """Torch-Pruning's magnitude (L2 group) pruner, structurally removing hidden neurons."""
+    import torch_pruning as tp
+
+    net = copy.deepcopy(net)
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=x[:2])
+    imp = tp.importance.MagnitudeImportance(p=2)
+    for k, w_target in enumerate(widths):
+        lin = net.linears[k]
+        n_remove = lin.weight.shape[0] - w_target
+        if n_remove <= 0:
+            continue
+        scores = imp(dg.get_pruning_group(lin, tp.prune_linear_out_channels,
+                                          idxs=list(range(lin.weight.shape[0]))))
+        idxs = torch.argsort(scores)[:n_remove].tolist()
+        group = dg.get_pruning_group(lin, tp.prune_linear_out_channels, idxs=idxs)
+        group.prune()
+    net.sync_shapes()
+    return net
+
+
+@torch.no_grad()
+def _shrink_iso(net: IsotropicMLP, widths: list[int], criterion: str = "singular_value"
+                ) -> IsotropicMLP:
+    net = copy.deepcopy(net)
+    for k in reversed(range(net.n_hidden)):
+        n = net.widths[k + 1] - widths[k]
+        if n > 0:
+            neurodegeneration(net, k, n, criterion=criterion)
+    return net
+
+
+@torch.no_grad()
+def _remove_one(net: IsotropicMLP, k: int, i: int) -> IsotropicMLP:
+    """Remove neuron ``i`` of hidden layer ``k`` of a left-diagonalised net, compensating
+    through ``o`` and ψ exactly as :func:`neurodegeneration` does."""
+    net = copy.deepcopy(net)
+    layer = net.hidden_layer(k)
+    b = layer.bias.detach()[i]
+    w = layer.outgoing.detach()[:, i]
+    if layer.activation.mode.value != "none":
+        layer.activation.o = layer.activation.o + float(b * b)
+    if layer.next_psi is not None:
+        layer.next_psi.data.add_(b * w)
+    layer.space.remove([i])
+    net.check_invariants()
+    return net
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    ta, tb = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    ra = torch.argsort(torch.argsort(ta)).double()
+    rb = torch.argsort(torch.argsort(tb)).double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else float("nan")
+
+
+def pruning_quality(dataset: str = "auto", hidden: int = 128, targets=(96, 64, 32, 16, 8),
+                    epochs: int = 8, finetune_epochs: int = 2, n_train: int = 10_000,
+                    n_test: int = 2_000, criterion_layer: int = 1, criterion_neurons: int = 64,
+                    seed: int = 0, log: Log = _quiet) -> dict:
+    """Accuracy vs parameter count: neurodegeneration vs L2 structured pruning vs training small."""
+    name, xtr, ytr, xte, yte, n_cls = _load(dataset, n_train, n_test, seed)
+    d = xtr.shape[1]
+    big = [d, hidden, hidden, n_cls]
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    torch.manual_seed(seed)
+    iso = IsotropicMLP(big, generator=gen())
+    _train(iso, xtr, ytr, epochs, seed)
+    tanh = ElementwiseMLP(big, activation="tanh", generator=gen())
+    _train(tanh, xtr, ytr, epochs, seed)
+    relu = ElementwiseMLP(big, activation="relu", generator=gen())
+    _train(relu, xtr, ytr, epochs, seed)
+    has_tp = _torch_pruning_available()
+    curves: dict[str, list[dict]] = {}
+
+    def point(label: str, net: nn.Module, before: nn.Module | None = None) -> None:
+        row = {"params": _n_params(net), "accuracy": _acc(net, xte, yte), "width": net.widths[1]}
+        if before is not None:
+            fc = function_change(before, net, xte)
+            row.update(eps_scaled=fc.eps_scaled, agreement=fc.agreement, kl=fc.kl)
+        curves.setdefault(label, []).append(row)
+
+    point("isotropic (unpruned)", iso)
+    point("tanh (unpruned)", tanh)
+    point("relu (unpruned)", relu)
+    for h in targets:
+        widths = [h, h]
+        s_iso = _shrink_iso(iso, widths)
+        point("isotropic neurodegeneration", s_iso, iso)
+        s_imp = _shrink_iso(iso, widths, criterion="impact")
+        point("isotropic neurodegeneration (impact)", s_imp, iso)
+        ft = copy.deepcopy(s_iso)
+        _train(ft, xtr, ytr, finetune_epochs, seed + 1)
+        point("isotropic neurodegeneration + fine-tune", ft)
+        for base, label in ((tanh, "tanh"), (relu, "relu")):
+            p = _l2_prune(base, widths)
+            point(f"{label} L2 structured", p, base)
+            pft = copy.deepcopy(p)
+            _train(pft, xtr, ytr, finetune_epochs, seed + 1)
+            point(f"{label} L2 structured + fine-tune", pft)
+        if has_tp:
+            p = _tp_prune(tanh, widths, xtr)
+            point("tanh Torch-Pruning (L2)", p, tanh)
+        small = IsotropicMLP([d, h, h, n_cls], generator=gen())
+        _train(small, xtr, ytr, epochs, seed)
+        point("isotropic trained small", small)
+        small_t = ElementwiseMLP([d, h, h, n_cls], generator=gen())
+        _train(small_t, xtr, ytr, epochs, seed)
+        point("tanh trained small", small_t)
+        log(f"  width {h}: iso {curves['isotropic neurodegeneration'][-1]['accuracy']:.3f} "
+            f"(+ft {curves['isotropic neurodegeneration + fine-tune'][-1]['accuracy']:.3f}), "
+            f"tanh-L2 {curves['tanh L2 structured'][-1]['accuracy']:.3f} "
+            f"(+ft {curves['tanh L2 structured + fine-tune'][-1]['accuracy']:.3f}), "
+            f"small {curves['isotropic trained small'][-1]['accuracy']:.3f}")
+
+    # removal criteria in the diagonal basis
+    diag = copy.deepcopy(iso)
+    for k in range(diag.n_hidden):
+        left_diagonalise(diag, k)
+    k = min(criterion_layer, diag.n_hidden - 1)
+    layer = diag.hidden_layer(k)
+    sig = layer.incoming.detach().norm(dim=1)
+    out_norm = layer.outgoing.detach().norm(dim=0)
+    width = sig.shape[0]
+    idx = torch.linspace(0, width - 1, min(criterion_neurons, width)).round().long().unique()
+    base_logits = diag(xte)
+    base_acc = _acc(diag, xte, yte)
+    s_list, i_list, drop_logit, drop_acc = [], [], [], []
+    for i in idx.tolist():
+        r = _remove_one(diag, k, i)
+        fc = function_change(base_logits, r(xte))
+        s_list.append(float(sig[i]))
+        i_list.append(float(sig[i] * out_norm[i]))
+        drop_logit.append(fc.eps_scaled)
+        drop_acc.append(base_acc - _acc(r, xte, yte))
+    crit = {
+        "layer": k, "neurons": len(s_list),
+        "spearman_singular_value_vs_logit_change": _spearman(s_list, drop_logit),
+        "spearman_impact_vs_logit_change": _spearman(i_list, drop_logit),
+        "spearman_singular_value_vs_accuracy_drop": _spearman(s_list, drop_acc),
+        "spearman_impact_vs_accuracy_drop": _spearman(i_list, drop_acc),
+        "samples": {"sigma": s_list, "impact": i_list, "logit_change_pct": drop_logit,
+                    "accuracy_drop": drop_acc},
+    }
+    crit["winner_logit"] = ("impact" if crit["spearman_impact_vs_logit_change"]
+                            > crit["spearman_singular_value_vs_logit_change"] else "singular_value")
+    crit["winner_accuracy"] = ("impact" if crit["spearman_impact_vs_accuracy_drop"]
+                               > crit["spearman_singular_value_vs_accuracy_drop"]
+                               else "singular_value")
+    log(f"  criteria (layer {k}): spearman vs logit change: sigma "
+        f"{crit['spearman_singular_value_vs_logit_change']:.3f}, impact "
+        f"{crit['spearman_impact_vs_logit_change']:.3f} -> {crit['winner_logit']}")
+    return {
+        "dataset": name, "n_train": int(xtr.shape[0]), "n_test": int(xte.shape[0]),
+        "widths": big, "epochs": epochs, "finetune_epochs": finetune_epochs,
+        "torch_pruning": "used" if has_tp else
+        "not installed: Torch-Pruning baseline skipped (pip install torch-pruning)",
+        "curves": curves, "criteria": crit,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 5. scaling
+# --------------------------------------------------------------------------------------------
+_WORKER = r"""
+import json, resource, sys, time, copy
+import torch
+torch.set_num_threads(int(sys.argv[5]))
+import torch.nn.functional as F
+import isoplastic as ip
+width, depth, batch, what = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+widths = [width] * (depth + 1) + [10]
+torch.manual_seed(0)
+net = ip.IsotropicMLP(widths)
+x = torch.randn(batch, width); y = torch.randint(0, 10, (batch,))
+opt = torch.optim.AdamW(net.parameters(), 1e-3)
+def step():
+    opt.zero_grad(set_to_none=True)
+    (F.cross_entropy(net(x), y) + net.psi_penalty()).backward(); opt.step()
+if what == "adapt":
+    ip.neuroadapt(net, scaffold=2, threshold=0.1, init_scale=0.0)
+    def prep():
+        n = copy.deepcopy(net)
+        for k in range(n.n_hidden):
+            ip.neurogenesis(n, k, 1, init_scale=0.0)
+        return n
+    run = lambda n: ip.neuroadapt(n, scaffold=2, threshold=0.1)
+else:
+    prep = lambda: None
+    run = lambda n: step()
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+n0 = prep(); run(n0) if what == "adapt" else step()
+ts = []
+for _ in range(int(sys.argv[6])):
+    n = prep(); t0 = time.perf_counter(); run(n); ts.append(time.perf_counter() - t0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+ts.sort()
+print(json.dumps({"time_s": ts[len(ts) // 2], "peak_rss_mib": peak,
+                  "rss_before_mib": rss0, "peak_growth_mib": peak - rss0}))
+"""
+
+
+def _fit_exponent(xs: list[float], ys: list[float]) -> float:
+    lx = torch.tensor([math.log(v) for v in xs], dtype=torch.float64)
+    ly = torch.tensor([math.log(v) for v in ys], dtype=torch.float64)
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    return float((lx * ly).sum() / (lx * lx).sum())
+
+
+def scaling(widths=(128, 256, 512, 1024), depths=(2, 4, 8), batches=(32, 128, 512),
+            base=(256, 2, 128), repeats: int = 5, log: Log = _quiet) -> dict:
+    """Time and peak RSS of a training step and a neuroadapt pass (one removal per layer).
+
+    Each configuration runs in a fresh subprocess so that ``ru_maxrss`` (a high-water mark) is
+    that configuration's own peak; ``peak_growth_mib`` subtracts the high-water mark reached by
+    importing torch and building the network and optimizer (before the first step), so it is
+    the extra memory the work needs (activations, gradients, optimizer state, decompositions).
+    """
+    bw, bd, bb = base
+    sweeps = {"width": [(w, bd, bb) for w in widths], "depth": [(bw, d, bb) for d in depths],
+              "batch": [(bw, bd, b) for b in batches]}
+    threads = torch.get_num_threads()
+    out: dict = {"base": {"width": bw, "depth": bd, "batch": bb}, "sweeps": {}, "exponents": {}}
+    for axis, configs in sweeps.items():
+        rows = []
+        for w, d, b in configs:
+            row = {"width": w, "depth": d, "batch": b}
+            for what in ("train", "adapt"):
+                if axis == "batch" and what == "adapt":
+                    continue  # adaptation does not depend on the batch size
+                res = subprocess.run(
+                    [sys.executable, "-c", _WORKER, str(w), str(d), str(b), what, str(threads),
+                     str(repeats)], capture_output=True, text=True, check=True)
+                row[what] = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            log(f"  {axis} sweep w={w} d={d} b={b}: train {row['train']['time_s'] * 1e3:.2f} ms"
+                + (f", adapt {row['adapt']['time_s'] * 1e3:.1f} ms" if "adapt" in row else ""))
+        out["sweeps"][axis] = rows
+        xs = [r[axis] for r in rows]
+        for what in ("train", "adapt"):
+            if all(what in r for r in rows):
+                out["exponents"][f"{what}_time_vs_{axis}"] = _fit_exponent(
+                    xs, [r[what]["time_s"] for r in rows])
+                growth = [max(r[what]["peak_growth_mib"], 1e-3) for r in rows]
+                out["exponents"][f"{what}_peak_memory_vs_{axis}"] = _fit_exponent(xs, growth)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "pruning",
+                                         "scaling"), log: Log = print, tiny: bool = False) -> dict:
+    """Run the chosen suites; ``quick`` shrinks repeats and sizes (< 10 min on 2 cores),
+    ``tiny`` (tests) uses toy sizes that finish in seconds."""
+    from .timing import machine
+
+    res: dict = {"machine": machine(), "quick": quick, "tiny": tiny, "suites": {}}
+    t_start = time.perf_counter()
+    for s in suites:
+        t0 = time.perf_counter()
+        log(f"[{s}]")
+        if s == "activation":
+            kw = (dict(sizes=(16,), batches=(4,), repeats=3) if tiny else
+                  dict(repeats=7) if quick else dict(repeats=25))
+            r = activation_and_step(log=log, **kw)
+            res["train_step_ratio"] = r["train_step_ratio"]
+            res["activation_ratio"] = r["activation_ratio"]
+        elif s == "adaptation":
+            kw = (dict(widths=(40, 12, 12, 5), train_batches=6, ks=(1, 2), repeats=2) if tiny else
+                  dict(train_batches=60, repeats=3) if quick else dict(train_batches=300, repeats=7))
+            r = adaptation_cost(log=log, **kw)
+            res["neuroadapt_epoch_fraction"] = r["neuroadapt_epoch_fraction"]
+        elif s == "sparse":
+            kw = (dict(width=32, depths=(4,), batch=8, repeats=3) if tiny else
+                  dict(depths=(4, 8, 12), repeats=7) if quick else dict(depths=(4, 6, 8, 10, 12)))
+            r = sparse_inference(log=log, **kw)
+            res["sparse_inference_ratio"] = r["sparse_inference_ratio"]
+            res["nonzero_ratio"] = r["nonzero_ratio"]
+        elif s == "pruning":
+            kw = (dict(dataset="digits", hidden=16, targets=(8,), epochs=1, finetune_epochs=1,
+                       n_train=300, n_test=100, criterion_neurons=8) if tiny else
+                  dict(dataset="digits", hidden=96, targets=(64, 32, 16, 8), epochs=15,
+                       finetune_epochs=3, n_train=1437, n_test=360, criterion_neurons=48)
+                  if quick else dict())
+            r = pruning_quality(log=log, **kw)
+        elif s == "scaling":
+            kw = (dict(widths=(16, 32), depths=(1, 2), batches=(8, 16), base=(16, 1, 8),
+                       repeats=1) if tiny else
+                  dict(widths=(128, 256, 512), depths=(1, 2, 4), batches=(32, 128, 512),
+                       base=(256, 2, 128), repeats=3) if quick else dict())
+            r = scaling(log=log, **kw)
+        else:
+            raise ValueError(f"unknown suite {s!r}; choose from activation, adaptation, sparse, "
+                             "pruning, scaling")
+        r["seconds"] = time.perf_counter() - t0
+        res["suites"][s] = r
+    res["seconds"] = time.perf_counter() - t_start
+    return res
