@@ -119,6 +119,16 @@ class AffineStack(nn.Module):
                 raise TopologyError(f"psi[{k}] has shape {tuple(p.shape)}, expected ({w[k + 2]},)")
 
     def _flatten(self, x: Tensor) -> Tensor:
+        weight = self.linears[0].weight
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor of inputs; got "
+                            f"{type(x).__name__}")
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            fix = f"convert the inputs with x.to({weight.dtype})"
+            if x.is_floating_point():
+                fix += f" or the network with net.to({x.dtype})"
+            raise TypeError(f"{type(self).__name__} has {weight.dtype} parameters but got "
+                            f"{x.dtype} inputs; {fix}")
         x = x.flatten(1) if x.dim() > 2 else x
         if x.dim() != 2 or x.shape[1] != self.widths[0]:
             raise ValueError(
@@ -187,11 +197,13 @@ class IsotropicMLP(AffineStack):
         z = self.linears[0](self._flatten(x))  # (batch, n_1)
         for k, act in enumerate(self.activations):
             h, g = act.forward_with_gain(z)  # (batch, n_k), (batch, 1)
-            if self.training and self.psi_mode is PsiMode.EXPECTATION:
+            # an empty batch has no mean gain (its mean is NaN, which a removal would fold
+            # into the next bias): keep the last recorded one
+            if self.training and self.psi_mode is PsiMode.EXPECTATION and g.numel():
                 self._mean_gains[k] = g.detach().mean()  # folded into a bias on removal
             z = self.linears[k + 1](h)
             if len(self.psi):
-                z = z + self.psi[k] * g
+                z = torch.addcmul(z, g, self.psi[k])  # z + ψ_k g_k in one kernel
         return z
 
     def gains(self, x: Tensor) -> list[Tensor]:
@@ -203,7 +215,7 @@ class IsotropicMLP(AffineStack):
             out.append(g)
             z = self.linears[k + 1](h)
             if len(self.psi):
-                z = z + self.psi[k] * g
+                z = torch.addcmul(z, g, self.psi[k])  # z + ψ_k g_k in one kernel
         return out
 
     def psi_penalty(self) -> Tensor:
