@@ -9,6 +9,7 @@ import click
 
 from .bench import bench
 from .inspect import inspect_cmd
+from .reproduce import reproduce_cmd
 from .train import train_cmd
 
 
@@ -21,5 +22,6 @@ def main() -> None:
 main.add_command(train_cmd)
 main.add_command(inspect_cmd)
 main.add_command(bench)
+main.add_command(reproduce_cmd)
 
 __all__ = ["main"]
