@@ -1,7 +1,12 @@
-"""``isoplastic train``: adaptive-topology training with a fixed-topology control."""
+"""``isoplastic train``: adaptive-topology training with a fixed-topology control.
+
+Runs unchanged under ``torchrun --nproc_per_node N -m isoplastic train ...`` (data parallel,
+``--batch-size`` is the global batch; see ``docs/distributed.md``).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +25,16 @@ def _parse_widths(ctx, param, value: str) -> list[int]:
     if not widths or any(w < 1 for w in widths):
         raise click.BadParameter(f"{value!r}: give at least one hidden width, each >= 1")
     return widths
+
+
+def _resume_dir(ctx, param, value: str | None) -> str | None:
+    # In a multi-process run only rank 0 reads the run directory (other hosts need not see it).
+    if value is None:
+        return None
+    main = int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+    if main and not Path(value).is_dir():
+        raise click.BadParameter(f"Directory {value!r} does not exist.")
+    return value
 
 
 def format_summary(result, wall: float) -> str:
@@ -58,7 +73,9 @@ def format_summary(result, wall: float) -> str:
 @click.option("--widths", default="64,64", show_default=True, callback=_parse_widths,
               help="Hidden widths, comma separated.")
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=48, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=48, show_default=True,
+              help="Global batch size: under torchrun each of the N processes takes 1/N of "
+                   "every batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--adapt", type=click.Choice(["scaffold", "schedule", "none"]), default="scaffold",
@@ -76,8 +93,9 @@ def format_summary(result, wall: float) -> str:
               help="Also train a fixed-topology twin from the same initial weights.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default runs/<timestamp>).")
-@click.option("--resume", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Continue the run in this directory from its checkpoint.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, callback=_resume_dir,
+              help="Continue the run in this directory from its checkpoint (also with a "
+                   "different number of torchrun processes).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
@@ -95,19 +113,33 @@ def train_cmd(ctx: click.Context, dataset, data_dir, widths, epochs, batch_size,
     """Train an isotropic MLP whose hidden widths adapt (and its fixed-topology control)."""
     import torch
 
+    from ..train.distributed import init_distributed, shutdown
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    dist = init_distributed()  # single process unless launched by torchrun (WORLD_SIZE > 1)
+    try:
+        _train(ctx, dist, dataset, data_dir, widths, epochs, batch_size, lr, weight_decay,
+               adapt, scaffold, threshold, schedule, tolerance, control, out, resume, seed,
+               dtype, n_train, progress, t0)
+    finally:
+        shutdown(dist)
+
+
+def _train(ctx, dist, dataset, data_dir, widths, epochs, batch_size, lr, weight_decay, adapt,
+           scaffold, threshold, schedule, tolerance, control, out, resume, seed, dtype, n_train,
+           progress, t0) -> None:
     from ..data import DataError
     from ..errors import IsoplasticError
     from ..train.config import ConfigError
     from ..train.trainer import Trainer
 
-    if threads:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
     try:
         if resume is not None:
             explicit = ctx.get_parameter_source("epochs") is ParameterSource.COMMANDLINE
             trainer = Trainer.from_checkpoint(resume, progress=progress,
-                                              epochs=epochs if explicit else None)
+                                              epochs=epochs if explicit else None, dist=dist)
         else:
             if adapt == "schedule" and schedule is None:
                 raise click.UsageError("--adapt schedule needs --schedule, e.g. --schedule 64:16")
@@ -122,12 +154,14 @@ def train_cmd(ctx: click.Context, dataset, data_dir, widths, epochs, batch_size,
                     n_train=n_train)
             except ConfigError as exc:
                 raise click.UsageError(str(exc)) from exc
-            trainer = Trainer(config, progress=progress)
+            trainer = Trainer(config, progress=progress, dist=dist)
         result = trainer.run()
     except DataError as exc:
         raise click.ClickException(f"cannot load the data: {exc}") from exc
     except (IsoplasticError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if not dist.is_main:
+        return
     from ..plot.report import write_report
 
     result.report = write_report(trainer.run_dir)

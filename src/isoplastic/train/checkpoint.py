@@ -177,6 +177,25 @@ def _prefix(arm: str) -> str:
     return "" if arm == "adaptive" else f"{arm}."
 
 
+def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer]
+                   ) -> tuple[bytes, dict[str, dict]]:
+    """(safetensors blob, per-arm JSON-able architecture + optimizer metadata) of the arms.
+
+    Tensors are copied to the CPU; this is what :func:`save_checkpoint` writes and what a
+    distributed run broadcasts from rank 0 (:mod:`isoplastic.train.distributed`).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    arms: dict[str, dict] = {}
+    for arm, net in nets.items():
+        pre = _prefix(arm)
+        for name, t in net.state_dict().items():
+            tensors[f"{pre}model.{name}"] = t.detach().cpu().contiguous().clone()
+        opt_tensors, opt_meta = optimizer_tensors(optimizers[arm], pre)
+        tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
+        arms[arm] = {"architecture": net.config(), "optimizer": opt_meta}
+    return st_save(tensors, metadata={"format": "isoplastic-checkpoint"}), arms
+
+
 def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
                     nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer],
                     *, changes: list[dict] | None = None, metrics: list[dict] | None = None,
@@ -184,16 +203,7 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
     """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``run_dir`` atomically."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    arms: dict[str, dict] = {}
-    for arm, net in nets.items():
-        pre = _prefix(arm)
-        for name, t in net.state_dict().items():
-            tensors[f"{pre}model.{name}"] = t.detach().contiguous().clone()
-        opt_tensors, opt_meta = optimizer_tensors(optimizers[arm], pre)
-        tensors.update(opt_tensors)
-        arms[arm] = {"architecture": net.config(), "optimizer": opt_meta}
-    blob = st_save(tensors, metadata={"format": "isoplastic-checkpoint"})
+    blob, arms = serialise_arms(nets, optimizers)
     meta = {
         "checkpoint_version": CHECKPOINT_VERSION,
         "epoch": int(epoch),
@@ -274,14 +284,14 @@ def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def load_checkpoint(run_dir: str | Path) -> Checkpoint:
-    """Rebuild the networks (saved widths) and optimizers (saved state) of a run directory."""
-    meta, tensors = read_checkpoint_files(run_dir)
-    config = TrainConfig.from_dict(meta["config"])
+def rebuild_arms(arms: dict[str, dict], tensors: dict[str, torch.Tensor], config: TrainConfig,
+                 source: object = "checkpoint") -> tuple[dict[str, IsotropicMLP],
+                                                        dict[str, torch.optim.Optimizer]]:
+    """Networks (saved widths) and optimizers (saved state) from :func:`serialise_arms` output."""
     dtype = getattr(torch, config.dtype)
     nets: dict[str, IsotropicMLP] = {}
     optimizers: dict[str, torch.optim.Optimizer] = {}
-    for arm, info in meta["arms"].items():
+    for arm, info in arms.items():
         pre = _prefix(arm)
         net = build_net(info["architecture"]).to(dtype)
         lead = f"{pre}model."
@@ -289,10 +299,24 @@ def load_checkpoint(run_dir: str | Path) -> Checkpoint:
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{run_dir}: model tensors of {arm!r} do not fit the saved "
+            raise CheckpointError(f"{source}: model tensors of {arm!r} do not fit the saved "
                                   f"architecture ({exc})") from exc
         opt = make_optimizer(net, config)
         load_optimizer_state(opt, tensors, info["optimizer"], pre)
         nets[arm], optimizers[arm] = net, opt
+    return nets, optimizers
+
+
+def checkpoint_from(meta: dict, tensors: dict[str, torch.Tensor],
+                    source: object = "checkpoint") -> Checkpoint:
+    """A :class:`Checkpoint` from already verified (metadata, tensors)."""
+    config = TrainConfig.from_dict(meta["config"])
+    nets, optimizers = rebuild_arms(meta["arms"], tensors, config, source)
     return Checkpoint(config=config, epoch=int(meta["epoch"]), nets=nets, optimizers=optimizers,
                       meta=meta)
+
+
+def load_checkpoint(run_dir: str | Path) -> Checkpoint:
+    """Rebuild the networks (saved widths) and optimizers (saved state) of a run directory."""
+    meta, tensors = read_checkpoint_files(run_dir)
+    return checkpoint_from(meta, tensors, run_dir)

@@ -12,6 +12,15 @@ Determinism: the shuffle order of epoch ``e`` comes from a generator seeded with
 the outgoing weights of neurons grown after epoch ``e`` from another generator seeded with
 ``(seed, e)``; so a run resumed from the checkpoint at the end of epoch ``e`` is bit-identical
 to an uninterrupted one.
+
+Several processes (``torchrun``; :mod:`isoplastic.train.distributed`, ``docs/distributed.md``):
+pass a :class:`~isoplastic.train.distributed.DistContext`. ``batch_size`` stays the *global*
+batch: every rank draws the same permutation and takes its chunk of each global batch, and
+DistributedDataParallel averages gradients scaled so that they equal the single-process mean.
+Structural changes run on rank 0 alone and are broadcast (architecture, parameters, optimizer
+state, change log); every rank then re-wraps the resized network in a fresh DDP and the ranks'
+states are compared by an all-gathered sha256. Only rank 0 writes files or shows progress. A
+single-process run takes exactly the code path it always took.
 """
 
 from __future__ import annotations
@@ -40,8 +49,19 @@ from ..topology.policies import (
 )
 from ..topology.record import StructuralChange
 from ..verify import compare_logits
-from .checkpoint import atomic_write, load_checkpoint, make_optimizer, save_checkpoint, set_rng_states
+from .checkpoint import (
+    atomic_write,
+    checkpoint_from,
+    load_checkpoint,
+    make_optimizer,
+    read_checkpoint_files,
+    rebuild_arms,
+    save_checkpoint,
+    serialise_arms,
+    set_rng_states,
+)
 from .config import TrainConfig
+from .distributed import DistContext, DistributedError, move_optimizer_state, state_digest
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -148,6 +168,8 @@ class Trainer:
             default: :func:`prepare_data` of ``config``.
         progress: show a tqdm bar per epoch (default: when stderr is a terminal).
         out: run directory (default ``config.out``); ``None``: nothing is written.
+        dist: the process's place in a multi-process run (default: single process); only
+            rank 0 writes files and shows progress.
 
     Example:
         >>> t = Trainer(TrainConfig(epochs=2, widths=[16], n_train=200, control=False), progress=False)
@@ -156,8 +178,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, data: Dataset | None = None,
                  progress: bool | None = None, out: str | Path | None = None,
+                 dist: DistContext | None = None,
                  _arms: dict[str, tuple[IsotropicMLP, torch.optim.Optimizer]] | None = None) -> None:
         self.config = config
+        self.dist = dist if dist is not None else DistContext()
+        self.device = self.dist.device
         self.dtype = getattr(torch, config.dtype)
         self.data = data if data is not None else prepare_data(config)
         self.x_train = self.data.x_train.to(self.dtype)
@@ -166,6 +191,7 @@ class Trainer:
         self.y_test = self.data.y_test
         self.probe = self.x_test[: config.probe_size]
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
+        self.progress = self.progress and self.dist.is_main
         out = config.out if out is None else out
         self.run_dir = None if out is None else Path(out)
         self.epoch = 0  # completed epochs
@@ -183,20 +209,37 @@ class Trainer:
         for name, (net, opt) in _arms.items():
             policy = make_policy(config) if name == "adaptive" else FixedTopology()
             self.arms[name] = Arm(name, net, opt, policy)
+        self._models: dict[str, torch.nn.Module] = {n: a.net for n, a in self.arms.items()}
+        if self.dist.enabled:
+            if self.device.type != "cpu":
+                for attr in ("x_train", "y_train", "x_test", "y_test", "probe"):
+                    setattr(self, attr, getattr(self, attr).to(self.device))
+            # rank 0's arms are the reference: broadcast them, wrap every arm in DDP, verify
+            self._sync_arms(list(self.arms))
+            self._verify("start of the run")
 
     # -- construction from a checkpoint -------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, run_dir: str | Path, *, data: Dataset | None = None,
-                        progress: bool | None = None, epochs: int | None = None) -> Trainer:
-        """Continue the run saved in ``run_dir`` (optionally with a new total of ``epochs``)."""
-        ckpt = load_checkpoint(run_dir)
+                        progress: bool | None = None, epochs: int | None = None,
+                        dist: DistContext | None = None) -> Trainer:
+        """Continue the run saved in ``run_dir`` (optionally with a new total of ``epochs``).
+
+        In a multi-process run only rank 0 reads ``run_dir`` and broadcasts the verified
+        checkpoint (no shared file system needed); the number of processes may differ from the
+        run that wrote it.
+        """
+        if dist is not None and dist.enabled:
+            ckpt = _broadcast_checkpoint(run_dir, dist)
+        else:
+            ckpt = load_checkpoint(run_dir)
         config = ckpt.config
         if epochs is not None:
             config.epochs = int(epochs)
             config.validate()
         config.out = str(run_dir)
         arms = {name: (ckpt.nets[name], ckpt.optimizers[name]) for name in ckpt.nets}
-        trainer = cls(config, data=data, progress=progress, out=run_dir, _arms=arms)
+        trainer = cls(config, data=data, progress=progress, out=run_dir, dist=dist, _arms=arms)
         trainer.epoch = ckpt.epoch
         trainer.metrics = list(ckpt.metrics)
         trainer.changes = list(ckpt.changes)
@@ -225,23 +268,42 @@ class Trainer:
             bar = tqdm(total=n_batches * len(self.arms), desc=f"epoch {epoch + 1}/"
                        f"{self.config.epochs}", leave=False, disable=not self.progress)
         stats = {}
+        world, rank = self.dist.world_size, self.dist.rank
         for arm in self.arms.values():
             net, opt = arm.net, arm.optimizer
+            model = self._models[arm.name]  # the DDP wrapper in a multi-process run
             net.train()
             total, correct = 0.0, 0
             for i in range(n_batches):
                 idx = order[i * bs:(i + 1) * bs]
-                xb, yb = self.x_train[idx], self.y_train[idx]
-                out = net(xb)
-                ce = F.cross_entropy(out, yb)
-                loss = ce + net.psi_penalty()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(ce.detach()) * len(idx)
+                if self.dist.enabled:
+                    # this rank's chunk of the global batch; DDP averages over ranks, so scale
+                    # the chunk's summed loss by world / |global batch|: the mean over the batch
+                    scale = world / len(idx)
+                    idx = torch.tensor_split(idx, world)[rank]
+                    xb, yb = self.x_train[idx], self.y_train[idx]
+                    out = model(xb)
+                    ce_sum = F.cross_entropy(out, yb, reduction="sum")
+                    loss = ce_sum * scale + net.psi_penalty()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(ce_sum.detach())
+                else:
+                    xb, yb = self.x_train[idx], self.y_train[idx]
+                    out = net(xb)
+                    ce = F.cross_entropy(out, yb)
+                    loss = ce + net.psi_penalty()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(ce.detach()) * len(idx)
                 correct += int((out.detach().argmax(1) == yb).sum())
                 if bar is not None:
                     bar.update(1)
+            if self.dist.enabled:
+                total, summed = self.dist.all_reduce_sum([total, float(correct)])
+                correct = int(round(summed))
             stats[arm.name] = {"train_loss": total / n, "train_accuracy": correct / n}
         if bar is not None:
             bar.close()
@@ -278,8 +340,28 @@ class Trainer:
         return guard
 
     def adapt(self, epoch: int) -> list[dict]:
-        """Run every arm's policy (end of ``epoch``); returns the change records it produced."""
+        """Run every arm's policy (end of ``epoch``); returns the change records it produced.
+
+        Multi-process: rank 0 alone runs the policies (and their guard), then broadcasts the
+        adapted arms and the new change records; every rank re-wraps them in DDP and the ranks'
+        states are verified to be bit-identical.
+        """
         start = len(self.changes)
+        if not self.dist.enabled:
+            self._adapt_local(epoch)
+            return self.changes[start:]
+        adaptive = [n for n, a in self.arms.items() if not isinstance(a.policy, FixedTopology)]
+        error: BaseException | None = None
+        if self.dist.is_main:
+            try:
+                self._adapt_local(epoch)
+            except Exception as exc:  # re-raised after telling the other ranks
+                error = exc
+        self._sync_arms(adaptive, changes_from=start, error=error)
+        self._verify(f"after the adaptation of epoch {epoch + 1}")
+        return self.changes[start:]
+
+    def _adapt_local(self, epoch: int) -> None:
         for arm in self.arms.values():
             if isinstance(arm.policy, FixedTopology):
                 continue
@@ -291,7 +373,53 @@ class Trainer:
             finally:
                 policy.guard = None  # type: ignore[attr-defined]
                 policy.generator = None  # type: ignore[attr-defined]
-        return self.changes[start:]
+
+    # -- multi-process synchronisation ---------------------------------------------------------
+    def _sync_arms(self, names: list[str], *, changes_from: int | None = None,
+                   error: BaseException | None = None) -> None:
+        """Broadcast rank 0's arms ``names`` (and change records from ``changes_from``); rebuild
+        them on the other ranks and wrap every one in a fresh DDP."""
+        d = self.dist
+        blob = b""
+        if d.is_main:
+            if error is not None:
+                header: dict = {"error": f"{type(error).__name__}: {error}"}
+            else:
+                blob, arms = serialise_arms({n: self.arms[n].net for n in names},
+                                            {n: self.arms[n].optimizer for n in names})
+                header = {"arms": arms, "changes": None if changes_from is None
+                          else self.changes[changes_from:]}
+        else:
+            header = {}
+        header = d.broadcast_json(header)  # type: ignore[assignment]
+        if "error" in header:
+            if error is not None:
+                raise error
+            raise DistributedError(f"rank 0 failed while the other ranks waited for it: "
+                                   f"{header['error']}")
+        blob = d.broadcast_bytes(blob if d.is_main else None)
+        # Every rank, rank 0 included, rebuilds the arms from the same bytes: identical state by
+        # construction, and fresh Parameter objects. (Re-wrapping the resized parameters in
+        # place is not enough: the old DDP reducer keeps their autograd accumulators, which
+        # remember the old shapes.) DDP buckets are tied to the shapes, so wrap afresh.
+        from safetensors.torch import load as st_load
+
+        nets, opts = rebuild_arms(header["arms"], st_load(blob), self.config, "rank 0's broadcast")
+        for n in names:
+            self._models[n] = self.arms[n].net  # drop the old wrapper first
+            self.arms[n].net = nets[n].to(self.device)
+            move_optimizer_state(opts[n], self.device)
+            self.arms[n].optimizer = opts[n]
+            self._models[n] = d.wrap(self.arms[n].net)
+        if not d.is_main and header["changes"]:
+            self.changes.extend(header["changes"])
+
+    def _verify(self, what: str) -> None:
+        """Raise unless every rank holds bit-identical arms (sha256, all-gathered)."""
+        digest = state_digest({n: a.net for n, a in self.arms.items()},
+                              {n: a.optimizer for n, a in self.arms.items()})
+        widths = [w for a in self.arms.values() for w in a.net.widths]
+        self.dist.verify_identical(digest, widths, what)
 
     @torch.no_grad()
     def evaluate(self, arm: Arm) -> dict:
@@ -319,9 +447,11 @@ class Trainer:
                 record[arm.name] = rec
         record["train_time"] = t_train
         record["epoch_time"] = time.perf_counter() - t0
+        if self.dist.enabled:
+            record["world_size"] = self.dist.world_size
         self.metrics.append(record)
         self.epoch = e + 1
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:
             self.save()
         return record
 
@@ -338,16 +468,19 @@ class Trainer:
         save_checkpoint(self.run_dir, self.config, self.epoch,
                         {n: a.net for n, a in self.arms.items()},
                         {n: a.optimizer for n, a in self.arms.items()},
-                        changes=self.changes, metrics=self.metrics)
+                        changes=self.changes, metrics=self.metrics,
+                        extra={"world_size": self.dist.world_size, "backend": self.dist.backend}
+                        if self.dist.enabled else None)
 
     def run(self, until: int | None = None) -> RunResult:
         """Train until ``until`` (default ``config.epochs``) epochs are complete."""
         t0 = time.perf_counter()
         until = self.config.epochs if until is None else until
-        if self.run_dir is not None and self.epoch == 0:
+        if self.run_dir is not None and self.epoch == 0 and self.dist.is_main:
             self.save_config()
         while self.epoch < until:
             self.run_epoch()
+        self.dist.barrier()
         return self.result(time.perf_counter() - t0)
 
     def save_config(self) -> None:
@@ -361,7 +494,8 @@ class Trainer:
 
 
 def fit(config: TrainConfig | None, *, data: Dataset | None = None, progress: bool | None = None,
-        resume: str | Path | None = None, report: bool = True) -> RunResult:
+        resume: str | Path | None = None, report: bool = True,
+        dist: DistContext | None = None) -> RunResult:
     """Train as configured (or continue the run in ``resume``) and return a :class:`RunResult`.
 
     When the run has an output directory (``config.out`` or ``resume``), the files are written
@@ -371,16 +505,43 @@ def fit(config: TrainConfig | None, *, data: Dataset | None = None, progress: bo
         raise ValueError("fit: pass a TrainConfig, or resume=RUN_DIR to continue a run")
     if resume is not None:
         trainer = Trainer.from_checkpoint(resume, data=data, progress=progress,
-                                          epochs=None if config is None else config.epochs)
+                                          epochs=None if config is None else config.epochs,
+                                          dist=dist)
     else:
         assert config is not None
-        trainer = Trainer(config, data=data, progress=progress)
+        trainer = Trainer(config, data=data, progress=progress, dist=dist)
     result = trainer.run()
-    if report and trainer.run_dir is not None:
+    if report and trainer.run_dir is not None and trainer.dist.is_main:
         from ..plot.report import write_report
 
         result.report = write_report(trainer.run_dir)
     return result
+
+
+def _broadcast_checkpoint(run_dir: str | Path, dist: DistContext):
+    """Rank 0 reads and verifies the checkpoint in ``run_dir``; every rank gets it."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    header: dict = {}
+    blob = b""
+    error: BaseException | None = None
+    if dist.is_main:
+        try:
+            meta, tensors = read_checkpoint_files(run_dir)
+            blob = st_save(tensors)
+            header = {"meta": meta}
+        except Exception as exc:
+            error = exc
+            header = {"error": f"{type(exc).__name__}: {exc}"}
+    header = dist.broadcast_json(header)  # type: ignore[assignment]
+    if "error" in header:
+        if error is not None:
+            raise error
+        raise DistributedError(f"rank 0 could not read the checkpoint in {run_dir}: "
+                               f"{header['error']}")
+    blob = dist.broadcast_bytes(blob if dist.is_main else None)
+    return checkpoint_from(header["meta"], st_load(blob), run_dir)
 
 
 __all__ = ["Arm", "RunResult", "Trainer", "derive_seed", "fit", "make_policy", "prepare_data",
