@@ -56,7 +56,7 @@ def test_inspect_prints_architecture_and_changes(run_dir):
     result = CliRunner().invoke(main, ["inspect", str(out)])
     assert result.exit_code == 0, result.output
     assert "architecture:" in result.output
-    assert "adaptive: widths [64, " in result.output and "control: widths [64, 80, 12, 10]" in \
+    assert "adaptive: mlp, widths [64, " in result.output and "control: mlp, widths [64, 80, 12, 10]" in \
         result.output
     assert "hidden 0:" in result.output and "hidden 1:" in result.output
     assert "change log" in result.output and "neurodegeneration" in result.output

@@ -18,6 +18,12 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
         ckpt = load_checkpoint(run_dir)
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from exc
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        # a checkpoint.json edited by hand (its hash covers only the tensors file) can fail
+        # while the networks are rebuilt; report it instead of a traceback
+        raise click.ClickException(
+            f"{run_dir}: the checkpoint metadata is inconsistent ({type(exc).__name__}: {exc}); "
+            "the checkpoint was edited or damaged - restore a copy") from exc
     cfg = ckpt.config
     click.echo(f"run: {run_dir}  (epoch {ckpt.epoch} of {cfg.epochs}, data set {cfg.dataset}, "
                f"adapt {cfg.adapt}, S={cfg.scaffold}, tau={cfg.threshold}, dtype {cfg.dtype})")
@@ -25,7 +31,7 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
     for arm, net in ckpt.nets.items():
         arch = net.config()
         n_params = sum(p.numel() for p in net.parameters())
-        click.echo(f"  {arm}: widths {arch['widths']}  intrinsic_length "
+        click.echo(f"  {arm}: {arch['kind']}, widths {net.widths}  intrinsic_length "
                    f"{arch['intrinsic_length']}  psi {arch['psi']}  parameters {n_params}")
     click.echo("spectra (adaptive):")
     net = ckpt.nets["adaptive"]
@@ -44,7 +50,9 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
         click.echo(line)
     changes = ckpt.changes
     click.echo(f"change log ({len(changes)} changes):")
-    shown = changes if max_changes is None else changes[len(changes) - max_changes:]
+    # max(.., 0): with more requested than logged, len - max_changes < 0 would slice from the
+    # end and drop the oldest changes ([-2:] of 3 changes shows 2).
+    shown = changes if max_changes is None else changes[max(len(changes) - max_changes, 0):]
     for c in shown:
         flag = "  REFUSED" if c["refused"] else ""
         click.echo(f"  epoch {c['epoch'] + 1:4d}  {c['op']:<17s} layer {c['layer']}  n {c['n']:3d}  "

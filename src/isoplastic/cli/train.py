@@ -70,8 +70,15 @@ def format_summary(result, wall: float) -> str:
                    "cifar10, cifar100) or a .npz path.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Directory holding downloaded data sets.")
+@click.option("--model", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True,
+              help="mlp: isotropic MLP on flattened inputs; cnn: isotropic convolutions over the "
+                   "image channels, then a mean-pooled isotropic MLP head of --widths.")
+@click.option("--channels", default="8,8", show_default=True, callback=_parse_widths,
+              help="With --model cnn: channels of the convolution layers, comma separated.")
+@click.option("--kernel-size", type=click.IntRange(min=1), default=3, show_default=True,
+              help="With --model cnn: odd kernel size of every convolution ('same' padding).")
 @click.option("--widths", default="64,64", show_default=True, callback=_parse_widths,
-              help="Hidden widths, comma separated.")
+              help="Hidden widths (of the MLP, or of the CNN's head), comma separated.")
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=48, show_default=True,
               help="Global batch size: under torchrun each of the N processes takes 1/N of "
@@ -107,10 +114,11 @@ def format_summary(result, wall: float) -> str:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar per epoch (default: when stderr is a terminal).")
 @click.pass_context
-def train_cmd(ctx: click.Context, dataset, data_dir, widths, epochs, batch_size, lr, weight_decay,
+def train_cmd(ctx: click.Context, dataset, data_dir, model, channels, kernel_size, widths, epochs,
+              batch_size, lr, weight_decay,
               adapt, scaffold, threshold, schedule, tolerance, control, out, resume, seed, dtype,
               n_train, threads, progress) -> None:
-    """Train an isotropic MLP whose hidden widths adapt (and its fixed-topology control)."""
+    """Train an isotropic network whose hidden widths adapt (and its fixed-topology control)."""
     import torch
 
     from ..train.distributed import init_distributed, shutdown
@@ -120,14 +128,15 @@ def train_cmd(ctx: click.Context, dataset, data_dir, widths, epochs, batch_size,
     t0 = time.perf_counter()
     dist = init_distributed()  # single process unless launched by torchrun (WORLD_SIZE > 1)
     try:
-        _train(ctx, dist, dataset, data_dir, widths, epochs, batch_size, lr, weight_decay,
+        _train(ctx, dist, dataset, data_dir, (model, channels, kernel_size), widths, epochs,
+               batch_size, lr, weight_decay,
                adapt, scaffold, threshold, schedule, tolerance, control, out, resume, seed,
                dtype, n_train, progress, t0)
     finally:
         shutdown(dist)
 
 
-def _train(ctx, dist, dataset, data_dir, widths, epochs, batch_size, lr, weight_decay, adapt,
+def _train(ctx, dist, dataset, data_dir, arch, widths, epochs, batch_size, lr, weight_decay, adapt,
            scaffold, threshold, schedule, tolerance, control, out, resume, seed, dtype, n_train,
            progress, t0) -> None:
     from ..data import DataError
@@ -147,7 +156,8 @@ def _train(ctx, dist, dataset, data_dir, widths, epochs, batch_size, lr, weight_
                 out = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
             try:
                 config = TrainConfig(
-                    dataset=dataset, data_dir=data_dir, widths=widths, epochs=epochs,
+                    dataset=dataset, data_dir=data_dir, model=arch[0], channels=arch[1],
+                    kernel_size=arch[2], widths=widths, epochs=epochs,
                     batch_size=batch_size, lr=lr, weight_decay=weight_decay, adapt=adapt,
                     scaffold=scaffold, threshold=threshold, schedule=schedule,
                     tolerance=tolerance, seed=seed, dtype=dtype, control=control, out=out,

@@ -32,6 +32,7 @@ from safetensors.torch import save as st_save
 
 from ..errors import IsoplasticError
 from ..nn import IsotropicMLP
+from ..nn.conv import IsotropicCNN
 from .config import TrainConfig
 
 CHECKPOINT_VERSION = 1
@@ -270,12 +271,15 @@ def read_checkpoint_files(run_dir: str | Path) -> tuple[dict, dict[str, torch.Te
     return meta, tensors
 
 
-def build_net(architecture: dict) -> IsotropicMLP:
-    """An :class:`IsotropicMLP` from ``net.config()``."""
+def build_net(architecture: dict) -> IsotropicMLP | IsotropicCNN:
+    """An :class:`IsotropicMLP` or :class:`IsotropicCNN` from ``net.config()``."""
     arch = dict(architecture)
     kind = arch.pop("kind", "mlp")
+    if kind == "cnn":
+        return IsotropicCNN(**arch)
     if kind != "mlp":
-        raise CheckpointError(f"checkpoint architecture kind {kind!r} is not supported (only 'mlp')")
+        raise CheckpointError(f"checkpoint architecture kind {kind!r} is not supported "
+                              "(known: 'mlp', 'cnn')")
     return IsotropicMLP(**arch)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 CONFIG_VERSION = 1
 
 ADAPT_MODES = ("scaffold", "schedule", "none")
+MODELS = ("mlp", "cnn")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("adamw",)
 
@@ -50,6 +51,9 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
+    model: str = "mlp"
+    channels: list[int] = field(default_factory=lambda: [8, 8])
+    kernel_size: int = 3
     widths: list[int] = field(default_factory=lambda: [64, 64])
     epochs: int = 300
     batch_size: int = 48
@@ -75,15 +79,30 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.widths = [int(w) for w in self.widths]
+        self.channels = [int(c) for c in self.channels]
         self.validate()
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        """Initial widths of every hidden space: conv channels (cnn) then the MLP widths."""
+        return (self.channels if self.model == "cnn" else []) + self.widths
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on any out-of-range value."""
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
 
-        if not self.widths or any(w < 1 for w in self.widths):
+        if self.model not in MODELS:
+            raise bad("model", f"choose one of {', '.join(MODELS)}")
+        if self.model == "mlp" and (not self.widths or any(w < 1 for w in self.widths)):
             raise bad("widths", "give at least one hidden width, each >= 1 (e.g. [32, 32])")
+        if any(w < 1 for w in self.widths):
+            raise bad("widths", "every hidden width must be >= 1")
+        if self.model == "cnn":
+            if not self.channels or any(c < 1 for c in self.channels):
+                raise bad("channels", "give at least one channel count, each >= 1 (e.g. [8, 8])")
+            if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+                raise bad("kernel_size", "must be an odd integer >= 1 ('same' padding)")
         for name in ("epochs", "batch_size", "probe_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -117,7 +136,8 @@ class TrainConfig:
     # -- schedule ---------------------------------------------------------------------------
     def schedule_targets(self) -> list[list[int]]:
         """Per-epoch hidden-width targets for ``adapt="schedule"`` (one list per epoch)."""
-        return parse_schedule(self.schedule, len(self.widths), self.epochs, self.widths)
+        hidden = self.hidden_widths
+        return parse_schedule(self.schedule, len(hidden), self.epochs, hidden)
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..data import Dataset, load_dataset
 from ..nn import IsotropicMLP
+from ..nn.conv import IsotropicCNN
 from ..ops.diagonalise import singular_values
 from ..topology.policies import (
     AbstractPolicy,
@@ -60,7 +61,7 @@ from .checkpoint import (
     serialise_arms,
     set_rng_states,
 )
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .distributed import DistContext, DistributedError, move_optimizer_state, state_digest
 
 
@@ -75,11 +76,29 @@ def generator(seed: int, *parts: object) -> torch.Generator:
 
 
 def prepare_data(config: TrainConfig) -> Dataset:
-    """Load, optionally subset, flatten and standardise the configured data set."""
+    """Load, optionally subset, flatten (MLP) and standardise the configured data set."""
     data = load_dataset(config.dataset, config.data_dir, seed=config.seed)
     if config.n_train is not None or config.n_test is not None:
         data = data.subset(config.n_train, config.n_test, seed=config.seed)
+    if config.model == "cnn":
+        if len(data.sample_shape) != 3:
+            raise ConfigError(f"model='cnn' needs image data (C, H, W); {config.dataset!r} has "
+                              f"samples of shape {data.sample_shape}; use model='mlp'")
+        return data.standardised()
     return data.flat().standardised()
+
+
+def build_model(config: TrainConfig, data: Dataset) -> IsotropicMLP | IsotropicCNN:
+    """The configured network for ``data``, initialised from ``(seed, "init")``."""
+    gen = generator(config.seed, "init")
+    if config.model == "cnn":
+        return IsotropicCNN(data.sample_shape, config.channels, config.kernel_size,
+                            head=config.widths, n_classes=data.n_classes,
+                            intrinsic_length=config.intrinsic_length, psi=config.psi,
+                            padding="same", pooling="mean", generator=gen)
+    widths = [data.n_features, *config.widths, data.n_classes]
+    return IsotropicMLP(widths, intrinsic_length=config.intrinsic_length, psi=config.psi,
+                        generator=gen)
 
 
 @torch.no_grad()
@@ -199,9 +218,7 @@ class Trainer:
         self.changes: list[dict] = []
         self.arms: dict[str, Arm] = {}
         if _arms is None:
-            widths = [self.data.n_features, *config.widths, self.data.n_classes]
-            net = IsotropicMLP(widths, intrinsic_length=config.intrinsic_length, psi=config.psi,
-                               generator=generator(config.seed, "init")).to(self.dtype)
+            net = build_model(config, self.data).to(self.dtype)
             _arms = {"adaptive": (net, make_optimizer(net, config))}
             if config.control:
                 twin = copy.deepcopy(net)
@@ -544,5 +561,6 @@ def _broadcast_checkpoint(run_dir: str | Path, dist: DistContext):
     return checkpoint_from(header["meta"], st_load(blob), run_dir)
 
 
-__all__ = ["Arm", "RunResult", "Trainer", "derive_seed", "fit", "make_policy", "prepare_data",
+__all__ = ["Arm", "RunResult", "Trainer", "build_model", "derive_seed", "fit", "make_policy",
+           "prepare_data",
            "spectra"]
