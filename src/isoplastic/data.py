@@ -703,6 +703,10 @@ def _resolve_npz(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
     )
 
 
+#: Largest number of classes a ``.npz`` data set may define (labels ``0..MAX_NPZ_CLASSES-1``).
+MAX_NPZ_CLASSES = 65536
+
+
 def _check_npz_pair(path: Path, x: np.ndarray, y: np.ndarray, xn: str, yn: str) -> np.ndarray:
     """Validate one ``(x, y)`` pair; return ``y`` as a 1-D ``int64`` array."""
     for arr, an in ((x, xn), (y, yn)):
@@ -745,6 +749,14 @@ def _check_npz_pair(path: Path, x: np.ndarray, y: np.ndarray, xn: str, yn: str) 
         raise DataError(
             f"{path}: array {yn!r} contains negative label {int(y64.min())}; labels must be "
             "class indices 0..K-1"
+        )
+    # The number of classes is max label + 1 and sizes the output layer: one label of 2**40
+    # used to escape as a RuntimeError from the allocator (or exhaust memory) at training time.
+    if y64.size and int(y64.max()) >= MAX_NPZ_CLASSES:
+        raise DataError(
+            f"{path}: array {yn!r} contains label {int(y64.max())}, which would make "
+            f"{int(y64.max()) + 1} classes (at most {MAX_NPZ_CLASSES}); labels must be class "
+            "indices 0..K-1 - re-encode them, e.g. numpy.unique(y, return_inverse=True)[1]"
         )
     return y64
 

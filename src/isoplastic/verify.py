@@ -41,10 +41,12 @@ def compare_logits(before: Tensor, after: Tensor) -> FunctionChange:
             f"compare_logits: shapes differ, {tuple(before.shape)} vs {tuple(after.shape)}; "
             "compare outputs of networks with the same number of outputs"
         )
+    # Checked before the reshape: ``reshape(0, -1)`` of an empty batch raises an obscure
+    # RuntimeError ("cannot reshape tensor of 0 elements ...") instead of this message.
+    if before.dim() == 0 or before.shape[0] == 0:
+        raise ValueError("compare_logits: empty batch; pass at least one probe input")
     b = before.detach().to(torch.float64).reshape(before.shape[0], -1)
     a = after.detach().to(torch.float64).reshape(after.shape[0], -1)
-    if b.shape[0] == 0:
-        raise ValueError("compare_logits: empty batch; pass at least one probe input")
     diff = a - b
     denom = b.norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
     eps_scaled = float(100.0 * (diff.norm(dim=1) / denom).mean())

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ..errors import UnsupportedOptimizerError
+from ..errors import NonFiniteError, UnsupportedOptimizerError
 
 FIRST = "first"
 SECOND = "second"
@@ -97,6 +97,15 @@ def check_transportable(optimizer: torch.optim.Optimizer | None, params: Iterabl
                 raise UnsupportedOptimizerError(
                     f"{type(optimizer).__name__} state {key!r} has shape {tuple(value.shape)} but "
                     f"its parameter has shape {tuple(p.shape)}; only per-element state can be moved"
+                )
+            # A rotation mixes every entry of an axis: one NaN/Inf in a moment would spread to a
+            # whole row/column of state (and then of parameters at the next step). Refuse it.
+            if (isinstance(value, Tensor) and kind != KEEP and value.is_floating_point()
+                    and not torch.isfinite(value).all()):
+                raise NonFiniteError(
+                    f"{type(optimizer).__name__} state {key!r} of a parameter of shape "
+                    f"{tuple(p.shape)} holds NaN or Inf; a structural change would spread it. "
+                    "Reset the optimizer (or restore it from a checkpoint) first"
                 )
 
 

@@ -243,7 +243,8 @@ class IsotropicMLP(AffineStack):
             activation=self.activations[k],
             next_psi=self.psi[k] if len(self.psi) else None,
             next_bias=self.linears[k + 1].bias,
-            mean_gain=None if g is None else float(g),
+            # a NaN/Inf mean gain (a batch holding NaN inputs) must not be folded into a bias
+            mean_gain=None if g is None or not torch.isfinite(g) else float(g),
         )
 
     def input_space(self) -> HiddenSpace:

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -18,6 +19,29 @@ from ..core.space import HiddenSpace, HiddenSpaceModel, transaction
 from ..errors import TopologyError
 from ..ops._common import prepare, require_count, require_model
 from .record import StructuralChange
+
+
+def _integer_indices(indices: object, op: str, width: int) -> list[int]:
+    """Sorted distinct positions; anything but integers is refused.
+
+    ``int(i)`` used to accept ``0.5`` (removing position 0) and failed on ``"a"`` with a bare
+    ``ValueError``; a bare integer failed with ``TypeError: 'int' object is not iterable``."""
+    if isinstance(indices, torch.Tensor):
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TopologyError(f"{op}: indices must be integers, got a {indices.dtype} tensor")
+        values: list[object] = indices.flatten().tolist()
+    elif isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+        raise TopologyError(f"{op}: indices={indices!r} must be a sequence of integer positions "
+                            f"in 0..{width - 1}, e.g. [0]")
+    else:
+        values = list(indices)
+    out = set()
+    for i in values:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TopologyError(f"{op}: index {i!r} is not an integer; pass integer positions in "
+                                f"0..{width - 1}")
+        out.add(int(i))
+    return sorted(out)
 
 
 def _resize(net: HiddenSpaceModel, space: HiddenSpace, op: str, n: int | None,
@@ -30,7 +54,7 @@ def _resize(net: HiddenSpaceModel, space: HiddenSpace, op: str, n: int | None,
             space.insert(n, optimizer)
             after = width + n
         else:
-            idx = sorted({int(i) for i in indices})
+            idx = _integer_indices(indices, op, width)
             if not idx or idx[0] < 0 or idx[-1] >= width:
                 raise TopologyError(f"{op}: indices {list(indices)} must lie in 0..{width - 1}")
             if len(idx) >= width:
