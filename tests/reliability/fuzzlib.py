@@ -13,12 +13,12 @@ followed by one optimizer step. After every operation it checks:
 * **approximate** operations (neurodegeneration, and every removal made inside neuroadapt, each
   checked on its own through a policy ``guard``): ``max_x ‖Δ z_{k+1}(x)‖ ≤ allowed`` with::
 
-      allowed = predicted_bound · max_x ‖h_{k-1}(x)‖ + Σ_i |ψ*_i| · (‖W*‖₂ + ‖W_{k+1}‖₂)
+      allowed = predicted_bound · max_x ‖h_{k-1}(x)‖ + predicted_offset + Σ_i |ψ*_i| · (‖W*‖₂ + ‖W_{k+1}‖₂)
 
   where ``z_{k+1}`` is the pre-activation after hidden layer ``k`` (the logits for the last
   one), ``h_{k-1}`` its input (``x`` for ``k = 0``) and ``ψ*_i`` the ψ entries of the removed
-  neurons in the left singular basis (the second term is 0 when those entries are 0; the
-  library's ``predicted_bound`` misses it, see ``docs/reliability.md``). It applies when the
+  neurons in the left singular basis (an independent recomputation of the ψ part that
+  ``predicted_offset`` already holds, so the check does not trust the library alone). It applies when the
   compensation the bound assumes exists (intrinsic length not ``"none"``, ψ vectors present) and,
   for CNNs, to head layers ``k > n_conv`` (dense on both sides); elsewhere only the invariants
   below are checked;
@@ -119,13 +119,17 @@ def build_net(rng: random.Random, gen: torch.Generator, arch: str) -> torch.nn.M
     else:
         k = rng.choice((1, 3))
         convs = rng.randint(1, 2)
-        net = IsotropicCNN((rng.randint(1, 3), rng.randint(3, 5), rng.randint(3, 5)),
-                           channels=[rng.randint(1, 4) for _ in range(convs)],
-                           kernel_sizes=[rng.choice((1, k)) for _ in range(convs)],
+        channels = [rng.randint(1, 4) for _ in range(convs)]
+        kernels = [rng.choice((1, k)) for _ in range(convs)]
+        padding = rng.choice(("same", "valid"))
+        # 'valid' convolutions shrink the map by k - 1 each: keep it at least 1 x 1
+        shrink = sum(kk - 1 for kk in kernels) if padding == "valid" else 0
+        net = IsotropicCNN((rng.randint(1, 3), rng.randint(3, 5) + shrink,
+                            rng.randint(3, 5) + shrink),
+                           channels=channels, kernel_sizes=kernels,
                            head=[rng.randint(1, 5) for _ in range(rng.randint(0, 2))],
                            n_classes=rng.randint(2, 4), intrinsic_length=il, psi=psi,
-                           padding=rng.choice(("same", "valid")),
-                           pooling=rng.choice(("mean", "flatten")))
+                           padding=padding, pooling=rng.choice(("mean", "flatten")))
     net = net.double()
     _randomise(net, gen)
     return net
@@ -212,7 +216,7 @@ def removal_allowance(before: torch.nn.Module, k: int, n: int, x: torch.Tensor,
     psi_star = 0.0
     if k >= 1 and len(before.psi):
         psi_star = float((u.T @ before.psi[k - 1].detach())[drop].abs().sum())
-    library = change.predicted_bound * h_max
+    library = change.predicted_bound * h_max + change.predicted_offset
     return library + psi_star * factor, library
 
 

@@ -60,6 +60,7 @@ class IntrinsicLength(str, Enum):
 
 
 O_INIT = 1e-6
+_HALF = (torch.float16, torch.bfloat16)
 
 #: Use the fused autograd kernel for isotropic tanh (same values; set False to time or debug the
 #: plain-autograd reference formula).
@@ -153,6 +154,8 @@ class IsotropicActivation(nn.Module):
     # -- forward ------------------------------------------------------------------------------
     def gain(self, z: Tensor) -> Tensor:
         """The scalar gain ``g(z; o)``: ``z``'s shape with axis ``dim`` reduced to size 1."""
+        if z.dtype in _HALF:
+            return self.gain(z.float()).to(z.dtype)
         sq = (z * z).sum(dim=self.dim, keepdim=True)
         o = None
         if self.mode is not IntrinsicLength.NONE:
@@ -170,13 +173,22 @@ class IsotropicActivation(nn.Module):
         return self.profile.gain(q, q_switch)
 
     def forward_with_gain(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(φ(z), g(z))``; the gain is reused by the ψ term of the next layer."""
+        """``(φ(z), g(z))``; the gain is reused by the ψ term of the next layer.
+
+        float16 / bfloat16 inputs are evaluated in float32 and cast back: ``‖z‖²`` would
+        overflow float16 already for ``‖z‖ > 256``.
+        """
+        if z.dtype in _HALF:
+            h, g = self.forward_with_gain(z.float())
+            return h.to(z.dtype), g.to(z.dtype)
         if self._fast_path_ok(z):
             return self._fast(z)
         g = self.gain(z)
         return g * z, g
 
     def forward(self, z: Tensor) -> Tensor:
+        if z.dtype in _HALF:
+            return self.forward_with_gain(z)[0]
         if self._fast_path_ok(z):
             return self._fast(z)[0]
         return self.gain(z) * z

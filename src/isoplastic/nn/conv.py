@@ -328,7 +328,8 @@ class IsotropicCNN(nn.Module):
                 z = z + self.psi[k] * g
         if record:
             for k, gk in enumerate(gains):
-                self._mean_gains[k] = gk.detach().mean()
+                if gk.numel():  # an empty batch has no mean gain: keep the last recorded one
+                    self._mean_gains[k] = gk.detach().mean()
         return z, gains
 
     def forward(self, x: Tensor) -> Tensor:
@@ -384,7 +385,8 @@ class IsotropicCNN(nn.Module):
             activation=self.activations[k],
             next_psi=self.psi[k] if len(self.psi) else None,
             next_bias=out.bias,
-            mean_gain=None if g is None else float(g),
+            # a NaN/Inf mean gain (a batch holding NaN inputs) must not be folded into a bias
+            mean_gain=None if g is None or not torch.isfinite(g) else float(g),
         )
 
     def input_space(self) -> HiddenSpace:

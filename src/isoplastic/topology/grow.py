@@ -10,6 +10,8 @@ their incoming row is proportional to ``cᵀ ∂L/∂z_{k+1}`` (zero if ``c = 0`
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..core.space import HiddenSpaceModel, transaction
@@ -41,8 +43,9 @@ def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
         a :class:`StructuralChange` record.
     """
     require_count(n, "neurogenesis")
-    if not init_scale >= 0:
-        raise TopologyError(f"neurogenesis: init_scale={init_scale} must be >= 0")
+    if not (math.isfinite(init_scale) and init_scale >= 0):
+        raise TopologyError(f"neurogenesis: init_scale={init_scale} must be finite and >= 0 "
+                            "(the standard deviation of the new outgoing weights, e.g. 0.01)")
     (space,) = prepare(net, "neurogenesis", k, optimizer)
     layer = net.hidden_layer(k)
     width = space.size

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.space import HiddenSpaceModel, transaction
+from ..core.space import HiddenSpaceModel, check_layer_index, transaction
 from ..errors import IsoplasticError, TopologyError
 from ..ops._common import prepare
 from ..ops.diagonalise import singular_values
@@ -113,7 +113,10 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
         raise TopologyError(f"neuroadapt: threshold={threshold!r} must be >= 0")
     prepare(net, "neuroadapt", None, optimizer,
             spaces=[net.hidden_space(k) for k in range(net.n_hidden)])
-    order = sorted(range(net.n_hidden) if layers is None else layers, reverse=True)
+    if layers is not None:
+        for k in layers:
+            check_layer_index(net, k, "neuroadapt")
+    order = sorted(range(net.n_hidden) if layers is None else set(layers), reverse=True)
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
     counts: dict[int, tuple[torch.Tensor, int]] = {}

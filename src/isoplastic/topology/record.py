@@ -16,8 +16,12 @@ class StructuralChange:
         width_before, width_after: the width of that space.
         removed_singular_values: singular values of the removed neurons (neurodegeneration).
         removed_bias: their biases ``b*`` in the diagonal basis (folded into ``o`` and ψ).
-        predicted_bound: an upper bound on the change of the next pre-activation per unit
-            ``‖h_{k-1}‖``: ``Σσ* · (‖W*‖ + ‖W_{k+1}‖)`` (0 for an exact change).
+        predicted_bound: the input-dependent part of an upper bound on the change of the next
+            pre-activation, per unit ``‖h_{k-1}‖``: ``Σσ* · (‖W*‖ + ‖W_{k+1}‖)``.
+        predicted_offset: its input-independent part: ``Σ|ψ*| (‖W*‖ + ‖W_{k+1}‖)`` for
+            removed ψ entries, plus ``‖b*‖ (‖W*‖ + ‖W_{k+1}‖)`` without an intrinsic length and
+            ``‖W* b*‖`` without ψ vectors. The change of the next pre-activation of an input is at
+            most ``predicted_bound · ‖h_{k-1}‖ + predicted_offset``; both are 0 for an exact removal.
     """
 
     op: str
@@ -28,6 +32,7 @@ class StructuralChange:
     removed_singular_values: list[float] = field(default_factory=list)
     removed_bias: list[float] = field(default_factory=list)
     predicted_bound: float = 0.0
+    predicted_offset: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -10,8 +10,10 @@ and outgoing column ``w_i``. Removing the set ``D`` of the ``n`` weakest neurons
 of the last training forward pass). If every ``σ_i = 0`` (and the removed ψ entries are 0), the
 removed coordinates hold the constants ``b_i`` for every input: their contribution to ``‖z_k‖²`` is
 ``Σ b_i²`` (restored by ``o``) and to the next layer ``g_k Σ b_i w_i`` (restored by ψ), so the
-function is unchanged exactly. Otherwise the error is bounded by
-``Σσ_i ‖h_{k-1}‖ (‖W_D‖ + ‖W_{k+1}‖)`` (isotropic tanh is 1-Lipschitz) and vanishes as σ → 0.
+function is unchanged exactly. Otherwise the change of the next pre-activation is bounded by
+``Σσ_i ‖h_{k-1}‖ (‖W_D‖ + ‖W_{k+1}‖)`` (isotropic tanh is 1-Lipschitz), which vanishes as σ → 0,
+plus an input-independent offset when an assumption fails (removed ψ entries non-zero, no
+intrinsic length, no ψ vectors): the record's ``predicted_bound`` and ``predicted_offset``.
 
 One SVD serves all ``n`` removals: deleting rows of ``Σ Vᵀ`` leaves the remaining rows in
 their own singular basis, so this equals ``n`` one-at-a-time removals (tested against that loop).
@@ -88,6 +90,8 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
             impact = strengths.to(out.dtype) * out.norm(dim=0)
             drop = torch.sort(torch.argsort(impact, stable=True)[:n]).values
         b_star = layer.bias.detach()[drop]  # (n,)
+        psi_axes = [a for a in space.axes if a.role == "psi"]
+        psi_star = psi_axes[0].param.detach()[drop] if psi_axes else b_star.new_zeros(0)
         w_star = out[:, drop]  # (n_next, n)
         carried = w_star @ b_star  # (n_next,)
         act = layer.activation
@@ -101,12 +105,21 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
         net.check_invariants()
 
     removed_s = strengths[drop]
-    bound = float(removed_s.sum()) * (
-        float(torch.linalg.matrix_norm(w_star, ord=2)) + float(torch.linalg.matrix_norm(out, ord=2))
-    )
+    factor = (float(torch.linalg.matrix_norm(w_star, ord=2))
+              + float(torch.linalg.matrix_norm(out, ord=2)))  # ‖W_D‖ + ‖W_{k+1}‖
+    bound = float(removed_s.sum()) * factor
+    # Input-independent part: the removed ψ entries enter as ψ*·g_{k-1} with g ≤ 1; a bias not
+    # folded into o shifts the norm by at most ‖b*‖ (φ is 1-Lipschitz); without ψ vectors the
+    # carried term g_k·W_D b* is lost (psi="none") or replaced by its mean (g_k ∈ (0, 1]).
+    offset = float(psi_star.abs().sum()) * factor
+    if act.mode is IntrinsicLength.NONE:
+        offset += float(b_star.norm()) * factor
+    if layer.next_psi is None:
+        offset += float(carried.norm())
     return StructuralChange(
         op="neurodegeneration", layer=k, n=n, width_before=width, width_after=width - n,
         removed_singular_values=[float(x) for x in removed_s],
         removed_bias=[float(x) for x in b_star],
         predicted_bound=bound if math.isfinite(bound) else float("inf"),
+        predicted_offset=offset if math.isfinite(offset) else float("inf"),
     )

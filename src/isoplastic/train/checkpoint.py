@@ -217,6 +217,7 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "safetensors_bytes": len(blob),
     }
+    meta["meta_sha256"] = meta_digest(meta)
     text = json.dumps(meta, indent=1)
     tensors_path, meta_path = run_dir / TENSORS, run_dir / META
     tmp_tensors = _write_tmp(tensors_path, blob)
@@ -225,6 +226,13 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
     os.replace(tmp_meta, meta_path)  # commit point
     _fsync_dir(run_dir)
     return meta_path
+
+
+def meta_digest(meta: dict) -> str:
+    """sha256 of the metadata itself (canonical JSON without the ``meta_sha256`` field), so that
+    an edited ``checkpoint.json`` is detected, not only damaged tensors."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _read_meta(path: Path) -> dict:
@@ -264,6 +272,10 @@ def read_checkpoint_files(run_dir: str | Path) -> tuple[dict, dict[str, torch.Te
                 f"... recorded in {META} ({len(blob)} bytes, expected "
                 f"{meta.get('safetensors_bytes')}); the tensors were truncated or tampered with - "
                 "refusing to load them")
+    if "meta_sha256" in meta and meta["meta_sha256"] != meta_digest(meta):
+        raise CheckpointError(
+            f"{meta_path}: the metadata does not match its recorded sha256; the file was edited "
+            "or damaged - refusing to load it (restore a copy of the run directory)")
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError) as exc:  # pragma: no cover - hash already matched
@@ -313,11 +325,23 @@ def rebuild_arms(arms: dict[str, dict], tensors: dict[str, torch.Tensor], config
 
 def checkpoint_from(meta: dict, tensors: dict[str, torch.Tensor],
                     source: object = "checkpoint") -> Checkpoint:
-    """A :class:`Checkpoint` from already verified (metadata, tensors)."""
-    config = TrainConfig.from_dict(meta["config"])
-    nets, optimizers = rebuild_arms(meta["arms"], tensors, config, source)
-    return Checkpoint(config=config, epoch=int(meta["epoch"]), nets=nets, optimizers=optimizers,
-                      meta=meta)
+    """A :class:`Checkpoint` from already verified (metadata, tensors).
+
+    Any inconsistency between the metadata and the tensors is a :class:`CheckpointError`.
+    """
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        nets, optimizers = rebuild_arms(meta["arms"], tensors, config, source)
+        epoch = int(meta["epoch"])
+        if not isinstance(meta.get("rng"), dict):
+            raise ValueError("the RNG states are missing")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: inconsistent checkpoint metadata "
+                              f"({type(exc).__name__}: {exc}); restore a copy of the run "
+                              "directory") from exc
+    return Checkpoint(config=config, epoch=epoch, nets=nets, optimizers=optimizers, meta=meta)
 
 
 def load_checkpoint(run_dir: str | Path) -> Checkpoint:
