@@ -39,8 +39,10 @@ from .common import (
 class Config:
     tasks: str = "digits"  # "digits" (0-3 / 4-6 / 7-9) or "mnist,fashion-mnist,emnist-aj"
     data_dir: str | None = None
-    schedule: list = field(default_factory=lambda: [[6, [0]], [6, [0, 1]], [6, [0, 1, 2]],
-                                                    [12, [1]]])
+    # Quick phases of 10 epochs: with 6-epoch phases one repeat in five had not yet recruited
+    # scaffolds when the third task arrived (the paper's phases are 150 epochs long).
+    schedule: list = field(default_factory=lambda: [[10, [0]], [10, [0, 1]], [10, [0, 1, 2]],
+                                                    [15, [1]]])
     hidden: list[int] = field(default_factory=lambda: [12, 12])
     hidden_range: list[int] | None = None  # draw each initial hidden width from [lo, hi]
     scaffold: int = 5
