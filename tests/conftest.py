@@ -1,4 +1,4 @@
-"""Shared fixtures: deterministic torch RNG, restored default dtype, hypothesis profile."""
+"""Shared fixtures: one thread, deterministic torch RNG, restored default dtype, hypothesis profile."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ settings.register_profile(
 # ones each time, so property tests keep exploring.
 settings.register_profile("ci", parent=settings.get_profile("isoplastic"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "isoplastic")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test runs on one intra-op thread: the networks under test are tiny, and on two
+    shared cores one thread is several times faster than two contended ones. Results do not
+    depend on it; the setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from isoplastic.cli import main
 
 TINY = ["--widths", "80,12", "--epochs", "2", "--n-train", "200", "--no-progress"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,6 @@ from isoplastic.bench import suites
 from isoplastic.topology.policies import strength_count
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_quick_harness_on_tiny_sizes_returns_required_finite_keys():
     res = suites.run_all(tiny=True, suites=("activation", "adaptation", "sparse"), log=lambda m: None)
     for key in ("train_step_ratio", "neuroadapt_epoch_fraction", "sparse_inference_ratio",

@@ -87,13 +87,6 @@ def _assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], t
     return worst
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_two_ranks_identical_and_match_single_process(tmp_path):
     epochs = 4

@@ -7,7 +7,6 @@ import math
 import sys
 
 import pytest
-import torch
 
 from isoplastic.experiments.registry import EXPERIMENTS, MODULES, get_config, run_experiment
 
@@ -16,13 +15,6 @@ from isoplastic.experiments.registry import EXPERIMENTS, MODULES, get_config, ru
 def out(tmp_path_factory):
     return tmp_path_factory.mktemp("reproduce")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _finite(obj, path="results") -> None:

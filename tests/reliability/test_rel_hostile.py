@@ -53,7 +53,8 @@ def test_activation_huge_norm_float64_is_unit_length_with_finite_gradients(mode)
     torch.testing.assert_close(h.detach().norm(dim=1), torch.ones(4, dtype=torch.float64))
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN LIMIT B2 (activations/isotropic.py, docs/reliability.md): ‖z‖² overflows float32 "
+@pytest.mark.xfail(strict=True, reason="KNOWN LIMIT B2 (activations/isotropic.py, "
+                   "docs/reliability.md): ‖z‖² overflows float32 "
                    "for ‖z‖ > ~1.8e19, the gain becomes tanh(inf)/inf = 0 and φ(z) = 0 instead of "
                    "a unit vector. Fix: compute q = m²·Σ(z/m)² with m = max|z| (or accumulate ‖z‖² "
                    "in float64) before the gain.")

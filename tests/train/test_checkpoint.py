@@ -27,13 +27,6 @@ from isoplastic.train import (
 TIMING_KEYS = {"train_time", "epoch_time", "wall_time"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def small_data():

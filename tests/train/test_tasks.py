@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from isoplastic.train.tasks import digits_tasks, expand_schedule, run_tasks
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,6 @@ from isoplastic.train import TrainConfig, Trainer, fit, prepare_data
 FC_FIELDS = ("eps_scaled", "kl", "max_abs", "agreement", "widths", "wall_time", "refused")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks: one intra-op thread is faster and keeps the shared CPUs free
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def small_data():
