@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
-from ..train.tasks import Task, digits_tasks, expand_schedule, run_tasks
+from ..train.tasks import Task, digits_tasks, expand_schedule, run_tasks, truncate_to_smallest
 from .common import (
     fmt_ms,
     load_data,
@@ -81,12 +81,7 @@ def _dataset_tasks(names: list[str], data_dir: str | None, seed: int) -> list[Ta
     for name in names:
         d = load_dataset(name, data_dir, seed=seed).flat().standardised()
         tasks.append(Task(name, d.x_train, d.y_train, d.x_test, d.y_test, d.n_classes))
-    n_tr = min(t.x_train.shape[0] for t in tasks)
-    n_te = min(t.x_test.shape[0] for t in tasks)
-    for t in tasks:
-        t.x_train, t.y_train = t.x_train[:n_tr], t.y_train[:n_tr]
-        t.x_test, t.y_test = t.x_test[:n_te], t.y_test[:n_te]
-    return tasks
+    return truncate_to_smallest(tasks)
 
 
 def _phases(plan: list[list[int]]) -> list[tuple[int, int, list[int]]]:

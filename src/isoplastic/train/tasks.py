@@ -71,12 +71,16 @@ def digits_tasks(groups: Sequence[Sequence[int]] = DIGIT_GROUPS, *, seed: int = 
         tasks.append(Task(f"digits {group[0]}-{group[-1]}", data.x_train[tr],
                           lookup[data.y_train[tr]], data.x_test[te], lookup[data.y_test[te]],
                           len(group)))
-    if truncate:
-        n_tr = min(t.x_train.shape[0] for t in tasks)
-        n_te = min(t.x_test.shape[0] for t in tasks)
-        for t in tasks:
-            t.x_train, t.y_train = t.x_train[:n_tr], t.y_train[:n_tr]
-            t.x_test, t.y_test = t.x_test[:n_te], t.y_test[:n_te]
+    return truncate_to_smallest(tasks) if truncate else tasks
+
+
+def truncate_to_smallest(tasks: list[Task]) -> list[Task]:
+    """Cut every task's train and test sets to the smallest task's sizes (as the paper does)."""
+    n_tr = min(t.x_train.shape[0] for t in tasks)
+    n_te = min(t.x_test.shape[0] for t in tasks)
+    for t in tasks:
+        t.x_train, t.y_train = t.x_train[:n_tr], t.y_train[:n_tr]
+        t.x_test, t.y_test = t.x_test[:n_te], t.y_test[:n_te]
     return tasks
 
 
