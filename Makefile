@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+bench: $(STAMP)   ## regenerate docs/benchmarks.md (installs the optional Torch-Pruning baseline)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
+	$(BIN)/isoplastic bench --quick --json benchmarks/results-quick.json --report docs/benchmarks.md
+
+fuzz: $(STAMP)    ## the long reliability run: 200 fuzzed sequences and 20 kill-and-resume trials
+	$(BIN)/python scripts/fuzz.py --sequences 200 --crash-trials 20
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

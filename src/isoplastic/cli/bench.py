@@ -336,11 +336,10 @@ def _analysis(res: dict) -> list[str]:
             "activation's own forward+backward cost (see the activation column), and at large "
             "sizes the step is matmul-bound and the ratio is near 1. At small sizes (256 wide, "
             "batch 48: a step of ~1–2 ms) the step is bound by per-operator dispatch overhead, "
-            "not arithmetic: the isotropic network runs about twice as many small operators "
-            "per step (the ψ term `z + ψ g` and its backward, the recorded mean gain, the ψ "
-            "penalty, the exp of log o, and AdamW's per-tensor loop over 4 extra parameter "
-            "tensors), all outside the activation (in `nn/mlp.py` and the optimizer), which "
-            "this change did not touch.")
+            "not arithmetic: the isotropic network still runs more small operators per step "
+            "(the ψ term, one `addcmul`, and its backward, the ψ penalty, the exp of log o, and "
+            "AdamW's per-tensor loop over 4 extra parameter tensors). The mean gain is now "
+            "recorded only for psi='expectation'.")
     if "adaptation" in s:
         a = s["adaptation"]
         fr = a["fractions"]
