@@ -1,8 +1,9 @@
 """Hostile and bad inputs to the activation, the networks and the structural operations.
 
 Each case: a clear error naming the problem and nothing half changed (bit-identical model and
-optimizer), or a documented, finite propagation. ``xfail(strict=True)`` marks bugs in files this
-suite may not edit; the fix is described in the reason and in ``docs/reliability.md``.
+optimizer), or a documented, finite propagation. ``xfail(strict=True)`` marks a known limit (B2);
+the "Regression:" comments name bugs this suite found and that are now fixed
+(``docs/reliability.md``).
 """
 
 from __future__ import annotations
