@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +24,29 @@ from torch import nn
 from ..data import DEBIAN_FASHION_MNIST_DIR, DataError, Dataset
 
 # ------------------------------------------------------------------ statistics
+
+
+@dataclass
+class ExperimentConfig:
+    """Base of every experiment's ``Config``: the device, and the three presets.
+
+    ``quick()`` is the class defaults (offline data, minutes on a CPU); each experiment defines
+    ``paper()`` (the paper's architectures, epochs and repeats) and ``tiny()`` (seconds, tests).
+    """
+
+    device: str = "cpu"
+
+    @classmethod
+    def quick(cls):
+        return cls()
+
+    @classmethod
+    def paper(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def tiny(cls):
+        raise NotImplementedError
 
 
 def mean_se(values: Iterable[float]) -> dict:

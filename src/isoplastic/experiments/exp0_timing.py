@@ -20,6 +20,7 @@ from ..linalg import ordered_svd
 from ..topology.grow import neurogenesis
 from ..topology.shrink import neurodegeneration
 from .common import (
+    ExperimentConfig,
     env_info,
     fmt_ms,
     load_data,
@@ -39,7 +40,7 @@ PAPER = {"epoch_s": 17.52, "test_s": 1.74, "neurodegeneration_s": 0.037, "neurog
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     dataset: str = "auto"  # "auto": Fashion-MNIST when installed, else digits
     data_dir: str | None = None
     widths: list[int] = field(default_factory=lambda: [500, 500])
@@ -50,11 +51,6 @@ class Config:
     layer: int = 1
     batch_size: int = 48
     seed: int = 0
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:

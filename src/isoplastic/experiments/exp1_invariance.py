@@ -32,6 +32,7 @@ from ..topology.shrink import neurodegeneration
 from ..train.trainer import logits_of
 from ..verify import compare_logits
 from .common import (
+    ExperimentConfig,
     fmt_ms,
     load_data,
     make_trainer,
@@ -59,7 +60,7 @@ def vname(o: str, psi: str) -> str:
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     dataset: str = "digits"
     data_dir: str | None = None
     widths: list[int] = field(default_factory=lambda: [48, 48])
@@ -76,11 +77,6 @@ class Config:
     sweep_bias: float = 0.5
     order_k: int = 3
     seed: int = 0
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:

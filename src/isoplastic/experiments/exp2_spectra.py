@@ -17,6 +17,7 @@ import torch
 from ..nn import ElementwiseMLP, IsotropicMLP
 from ..train.trainer import generator
 from .common import (
+    ExperimentConfig,
     fmt_ms,
     load_data,
     md_table,
@@ -30,7 +31,7 @@ from .common import (
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     dataset: str = "digits"
     data_dir: str | None = None
     widths: list[int] = field(default_factory=lambda: [48, 48])
@@ -41,11 +42,6 @@ class Config:
     n_train: int | None = None
     n_test: int | None = None
     seed: int = 0
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:

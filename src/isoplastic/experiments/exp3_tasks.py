@@ -22,6 +22,7 @@ import torch
 from ..data import load_dataset
 from ..train.tasks import Task, digits_tasks, expand_schedule, run_tasks, truncate_to_smallest
 from .common import (
+    ExperimentConfig,
     fmt_ms,
     load_data,
     make_trainer,
@@ -36,7 +37,7 @@ from .common import (
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     tasks: str = "digits"  # "digits" (0-3 / 4-6 / 7-9) or "mnist,fashion-mnist,emnist-aj"
     data_dir: str | None = None
     # Quick phases of 10 epochs: with 6-epoch phases one repeat in five had not yet recruited
@@ -56,11 +57,6 @@ class Config:
     #: (S, τ) pairs of the buffer check: the task experiment's and the library defaults
     buffer_settings: list[list[float]] = field(default_factory=lambda: [[5, 0.95], [2, 0.1]])
     seed: int = 0
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:

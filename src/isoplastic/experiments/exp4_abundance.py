@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..topology.policies import WidthSchedule
 from .common import (
+    ExperimentConfig,
     fmt_ms,
     load_data,
     make_trainer,
@@ -29,7 +30,7 @@ from .common import (
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     dataset: str = "digits"
     data_dir: str | None = None
     widths: list[int] = field(default_factory=lambda: [8, 16, 32])
@@ -40,11 +41,6 @@ class Config:
     n_train: int | None = None
     n_test: int | None = None
     seed: int = 170000
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:

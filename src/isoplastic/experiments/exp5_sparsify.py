@@ -20,6 +20,7 @@ from ..ops.diagonalise import sparsify
 from ..train.trainer import logits_of
 from ..verify import compare_logits
 from .common import (
+    ExperimentConfig,
     fmt_ms,
     load_data,
     make_trainer,
@@ -34,7 +35,7 @@ from .common import (
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     dataset: str = "digits"
     data_dir: str | None = None
     architectures: list[list[int]] = field(default_factory=lambda: [
@@ -44,11 +45,6 @@ class Config:
     n_train: int | None = None
     n_test: int | None = None
     seed: int = 123450
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..nn import ElementwiseMLP, IsotropicMLP
 from ..train.trainer import generator
 from .common import (
+    ExperimentConfig,
     fmt_ms,
     load_data,
     md_table,
@@ -27,7 +28,7 @@ from .common import (
 
 
 @dataclass
-class Config:
+class Config(ExperimentConfig):
     datasets: list[str] = field(default_factory=lambda: ["auto"])  # auto: digits + F-MNIST
     data_dir: str | None = None
     hidden: list[int] = field(default_factory=lambda: [64])
@@ -38,11 +39,6 @@ class Config:
     n_test: int | None = 1000
     lr: float = 1e-3
     seed: int = 0
-    device: str = "cpu"
-
-    @classmethod
-    def quick(cls) -> Config:
-        return cls()
 
     @classmethod
     def paper(cls) -> Config:
