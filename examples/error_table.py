@@ -13,7 +13,7 @@ import copy
 import torch
 
 import isoplastic as ip
-from isoplastic.testing import random_isotropic_mlp, relative_change
+from isoplastic.testing import random_isotropic_mlp, relative_change, silence_last_neuron
 
 N_NETS = 20
 WIDTHS = [12, 10, 9, 8, 6, 4]  # four hidden layers
@@ -26,11 +26,7 @@ def silence_and_remove(net: ip.IsotropicMLP) -> None:
 
 
 def silence(net: ip.IsotropicMLP) -> None:
-    ip.left_diagonalise(net, 2)
-    with torch.no_grad():
-        net.linears[2].weight[-1] = 0
-        net.linears[2].bias[-1] = 0.7
-        net.psi[1][-1] = 0
+    silence_last_neuron(net, 2)
 
 
 def operations(dtype: torch.dtype, seed: int):

@@ -11,26 +11,10 @@ from hypothesis import strategies as st
 from reference import forward, neurodegeneration_loop, params_of, probe
 
 import isoplastic as ip
-from isoplastic.testing import random_isotropic_mlp, relative_change
+from isoplastic.testing import random_isotropic_mlp, relative_change, silence_last_neuron
 from isoplastic.testing.strategies import seeds, widths_lists
 
 BIAS = 0.7
-
-
-def silence_last_neuron(net: ip.IsotropicMLP, k: int, row_scale: float = 0.0,
-                        bias: float = BIAS) -> None:
-    """Left-diagonalise layer k, then scale its weakest row (σ → row_scale·σ), give it ``bias`` and
-    zero its ψ entry (and the ψ entries of every zero row). This changes the function: take the
-    reference logits afterwards."""
-    ip.left_diagonalise(net, k)
-    with torch.no_grad():
-        w = net.linears[k].weight
-        w[-1] *= row_scale
-        net.linears[k].bias[-1] = bias
-        if len(net.psi) and k >= 1:
-            zero_rows = w.norm(dim=1) == 0
-            net.psi[k - 1][zero_rows] = 0.0
-            net.psi[k - 1][-1] = 0.0
 
 
 def removal_error(net: ip.IsotropicMLP, k: int, x: torch.Tensor, **kw) -> float:

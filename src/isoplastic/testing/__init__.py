@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..linalg import random_orthogonal
 from ..nn import IsotropicMLP
+from ..ops.diagonalise import left_diagonalise
 from ..verify import function_change
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "assert_rotation_equivariant",
     "random_isotropic_mlp",
     "relative_change",
+    "silence_last_neuron",
 ]
 
 #: Relative tolerance (max |Δ| / max |reference|) for operations that are exact in exact arithmetic.
@@ -216,3 +218,18 @@ def random_isotropic_mlp(
         for act in net.activations:
             act.o = lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
     return net
+
+
+def silence_last_neuron(net: IsotropicMLP, k: int, row_scale: float = 0.0,
+                        bias: float = 0.7) -> None:
+    """Prepare an exact-removal case in hidden layer ``k``: left-diagonalise it, scale its weakest
+    row (``σ → row_scale·σ``), give that neuron bias ``bias`` and a zero ψ entry (and zero the ψ
+    entries of every zero row). This changes the function: take reference logits afterwards."""
+    left_diagonalise(net, k)
+    with torch.no_grad():
+        w = net.linears[k].weight
+        w[-1] *= row_scale
+        net.linears[k].bias[-1] = bias
+        if len(net.psi) and k >= 1:
+            net.psi[k - 1][w.norm(dim=1) == 0] = 0.0
+            net.psi[k - 1][-1] = 0.0
