@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -29,13 +29,18 @@ def require_count(n: object, op: str, what: str = "n") -> int:
 
 
 def prepare(net: object, op: str, k: int | None, optimizer: torch.optim.Optimizer | None,
-            spaces: Iterable[HiddenSpace] | None = None, lo: int = 0,
-            hi: int | None = None) -> list[HiddenSpace]:
-    """Check the model, the layer index, finiteness and the optimizer; return the spaces."""
+            spaces: Callable[[], Iterable[HiddenSpace]] | None = None, lo: int = 0,
+            hi: int | None = None, indexed: bool = True) -> list[HiddenSpace]:
+    """Check the model, the layer index, finiteness and the optimizer; return the spaces.
+
+    ``spaces`` (default: hidden layer ``k``'s own space) is called only after the index check,
+    so it may index the model freely. Operations on the whole model (or on its input/output
+    space) pass ``indexed=False`` and ``k=None``.
+    """
     model = require_model(net, op)
-    if k is not None or spaces is None:
+    if indexed:
         check_layer_index(model, k, op, lo, hi)  # type: ignore[arg-type]
-    spaces = list(spaces) if spaces is not None else [model.hidden_space(k)]  # type: ignore[arg-type]
+    spaces = list(spaces()) if spaces is not None else [model.hidden_space(k)]  # type: ignore[arg-type]
     params = []
     for s in spaces:
         s.check_finite()

@@ -85,8 +85,7 @@ def full_diagonalise(net: HiddenSpaceModel, k: int,
         the singular values ``Σ``, shape ``(min(n_k, n_{k-1}),)``.
     """
     spaces = prepare(net, "full_diagonalise", k, optimizer, lo=1,
-                     spaces=None if not _valid_full(net, k) else
-                     [net.hidden_space(k), net.hidden_space(k - 1)])
+                     spaces=lambda: [net.hidden_space(k), net.hidden_space(k - 1)])
     space_k, space_prev = spaces
     layer = net.hidden_layer(k)
     w = layer.incoming_matrix()
@@ -107,10 +106,6 @@ def full_diagonalise(net: HiddenSpaceModel, k: int,
         inc.data.copy_(diag.reshape(inc.shape))
         net.check_invariants()
     return s
-
-
-def _valid_full(net: HiddenSpaceModel, k: int) -> bool:
-    return isinstance(k, int) and 1 <= k <= net.n_hidden - 1
 
 
 def count_nonzero(net: nn.Module, threshold: float = NONZERO_THRESHOLD) -> int:
@@ -177,8 +172,8 @@ def sparsify(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None = No
     measured fraction of zero weight entries and, for MLPs, the closed form of
     :func:`sparsity_closed_form`.
     """
-    prepare(net, "sparsify", None, optimizer,
-            spaces=[net.hidden_space(k) for k in range(net.n_hidden)])
+    prepare(net, "sparsify", None, optimizer, indexed=False,
+            spaces=lambda: [net.hidden_space(k) for k in range(net.n_hidden)])
     before = count_nonzero(net)  # type: ignore[arg-type]
     layers, used = [], set()
     for k in range(1, net.n_hidden):

@@ -111,8 +111,8 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
         raise TopologyError(f"neuroadapt: scaffold={scaffold!r} must be an integer >= 0")
     if not threshold >= 0:
         raise TopologyError(f"neuroadapt: threshold={threshold!r} must be >= 0")
-    prepare(net, "neuroadapt", None, optimizer,
-            spaces=[net.hidden_space(k) for k in range(net.n_hidden)])
+    prepare(net, "neuroadapt", None, optimizer, indexed=False,
+            spaces=lambda: [net.hidden_space(k) for k in range(net.n_hidden)])
     if layers is not None:
         for k in layers:
             check_layer_index(net, k, "neuroadapt")

@@ -46,7 +46,7 @@ def _integer_indices(indices: object, op: str, width: int) -> list[int]:
 
 def _resize(net: HiddenSpaceModel, space: HiddenSpace, op: str, n: int | None,
             indices: Sequence[int] | None, optimizer) -> StructuralChange:
-    prepare(net, op, None, optimizer, spaces=[space])
+    prepare(net, op, None, optimizer, indexed=False, spaces=lambda: [space])
     width = space.size
     with transaction(net, optimizer):  # type: ignore[arg-type]
         if indices is None:
