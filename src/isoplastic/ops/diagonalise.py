@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..core.space import HiddenSpaceModel, transaction
 from ..errors import TopologyError
-from ..linalg import ordered_svd
+from ..linalg import left_singular_basis, ordered_svd
 from ..nn.mlp import IsotropicMLP
 from ._common import prepare
 
@@ -62,7 +62,7 @@ def left_diagonalise(net: HiddenSpaceModel, k: int,
     """
     (space,) = prepare(net, "left_diagonalise", k, optimizer)
     w = net.hidden_layer(k).incoming_matrix()
-    u, s, _ = ordered_svd(w, full_v=False)
+    u, s = left_singular_basis(w)
     with transaction(net, optimizer):  # type: ignore[arg-type]
         space.rotate(u, optimizer)
         net.check_invariants()

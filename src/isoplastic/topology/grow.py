@@ -16,7 +16,7 @@ import torch
 
 from ..core.space import HiddenSpaceModel, transaction
 from ..errors import TopologyError
-from ..linalg import ordered_svd
+from ..linalg import left_singular_basis
 from ..ops._common import prepare, require_count
 from .record import StructuralChange
 
@@ -57,7 +57,7 @@ def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
 
     with transaction(net, optimizer):  # type: ignore[arg-type]
         if diagonalise:
-            u, s, _ = ordered_svd(w, full_v=False)
+            u, s = left_singular_basis(w)
             space.rotate(u, optimizer)
         space.insert(n, optimizer, init={"outgoing": outgoing})
         net.check_invariants()

@@ -28,7 +28,7 @@ import torch
 from ..activations.isotropic import IntrinsicLength
 from ..core.space import HiddenSpaceModel, transaction
 from ..errors import TopologyError
-from ..linalg import ordered_svd
+from ..linalg import left_singular_basis
 from ..ops._common import prepare, require_count
 from ..ops.diagonalise import neuron_strengths
 from .record import StructuralChange
@@ -77,7 +77,7 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
             "batch through net.train() first"
         )
     w = layer.incoming_matrix()
-    u, s, _ = ordered_svd(w, full_v=False)
+    u, s = left_singular_basis(w)
     strengths = neuron_strengths(s, width)
 
     with transaction(net, optimizer):  # type: ignore[arg-type]
