@@ -6,6 +6,7 @@
   and distributed structural changes).
 * :func:`left_singular_basis` returns just ``(U, S)``, the cheapest accurate way for the weight's
   dtype (SVD in float64, the float64 Gram matrix's eigenvectors for float32 and below).
+* :func:`all_finite` tells whether a tensor holds no NaN or Inf, with one reduction.
 * :func:`orthogonality_error` measures ``max |RᵀR - I|``; :data:`ORTHO_TOL` holds the tolerance
   accepted for each dtype.
 """
@@ -91,7 +92,7 @@ def ordered_svd(w: Tensor, full_v: bool = True) -> tuple[Tensor, Tensor, Tensor]
     return u, s, v
 
 
-def left_singular_basis(w: Tensor) -> tuple[Tensor, Tensor]:
+def left_singular_basis(w: Tensor, gram: Tensor | None = None) -> tuple[Tensor, Tensor]:
     r"""Left singular vectors and values of ``w``: ``W = U diag(S) Vᵀ`` without ``V``.
 
     float64 (and any dtype other than float32, float16 and bfloat16) uses
@@ -106,6 +107,8 @@ def left_singular_basis(w: Tensor) -> tuple[Tensor, Tensor]:
 
     Args:
         w: matrix of shape ``(m, n)``.
+        gram: ``W Wᵀ`` already formed in float64 (shape ``(m, m)``), used by the Gram route
+            instead of forming it again; ignored for float64 ``w``.
 
     Returns:
         ``U`` of shape ``(m, m)`` in ``w``'s dtype with canonical column signs (as
@@ -114,9 +117,25 @@ def left_singular_basis(w: Tensor) -> tuple[Tensor, Tensor]:
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         u, s, _ = ordered_svd(w, full_v=False)
         return u, s
-    w64 = w.to(torch.float64)
-    lam, u = torch.linalg.eigh(w64 @ w64.mT)  # ascending
+    if gram is None or gram.shape != (w.shape[0], w.shape[0]) or gram.dtype != torch.float64:
+        w64 = w.to(torch.float64)
+        gram = w64 @ w64.mT
+    lam, u = torch.linalg.eigh(gram)  # ascending
     u = u.flip(1)
     lam = lam.flip(0)[: min(w.shape)]
     u = u * _canonical_signs(u)
     return u.to(w.dtype), lam.clamp_min(0.0).sqrt().to(w.dtype)
+
+
+def all_finite(t: Tensor) -> bool:
+    """``True`` iff no entry of ``t`` is NaN or ±Inf.
+
+    A NaN or an infinity makes the sum non-finite, so a finite sum (one reduction, no
+    ``t``-sized boolean temporary) proves every entry finite; only a non-finite sum, which
+    finite entries can also produce by overflow, is checked entry by entry.
+    """
+    if not t.is_floating_point() and not t.is_complex():
+        return True
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())

@@ -159,6 +159,25 @@ def _prepared_exp0(widths: list[int], seed: int) -> IsotropicMLP:
     return net
 
 
+Trained = tuple[IsotropicMLP, torch.optim.Optimizer]
+
+
+def _adamw_with_state(net: IsotropicMLP, seed: int) -> torch.optim.Optimizer:
+    """AdamW over ``net`` whose state was filled by one step at learning rate 0 (weights
+    unchanged), so that every structural change also pays for transporting optimizer state,
+    as it does in training."""
+    opt = torch.optim.AdamW(net.parameters(), lr=0.0)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, net.widths[0], generator=g)
+    y = torch.randint(0, net.widths[-1], (8,), generator=g)
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    for group in opt.param_groups:
+        group["lr"] = 1e-3
+    return opt
+
+
 def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples: int = 50_000,
                     train_batches: int = 200, ks=(1, 5, 25), repeats: int = 5, seed: int = 0,
                     log: Log = _quiet) -> dict:
@@ -166,7 +185,8 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
 
     The epoch is ``epoch_samples / batch`` AdamW steps, timed on ``train_batches`` batches of
     random data (interleaved with the operations' own timings is impossible, so the step is
-    timed right before, and again right after, and the median of both sets is used).
+    timed right before, and again right after, and the median of both sets is used). Every
+    operation is given an AdamW optimizer with a filled state, which it transports.
     """
     widths = list(widths)
     torch.manual_seed(seed)
@@ -191,28 +211,29 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     n_hidden = len(widths) - 2
 
     # scenarios: a net needing no change, and nets needing 5 removals in one layer
-    def variant(extra_layer: int | None, extra: int = 5) -> IsotropicMLP:
+    def variant(extra_layer: int | None, extra: int = 5) -> Trained:
         net = copy.deepcopy(base)
         if extra_layer is not None:
             neurogenesis(net, extra_layer, extra, init_scale=0.0)
-        return net
+        return net, _adamw_with_state(net, seed)
 
-    work: dict[str, IsotropicMLP] = {}
+    work: dict[str, Trained] = {}
     fns: dict[str, Callable[[], object]] = {}
 
-    def add(name: str, make: Callable[[], IsotropicMLP], op: Callable[[IsotropicMLP], object],
+    def add(name: str, make: Callable[[], Trained],
+            op: Callable[[IsotropicMLP, torch.optim.Optimizer], object],
             fast: bool = True) -> None:
         def f() -> None:
             _policies.FAST_COUNT = fast
             try:
-                op(work[name])
+                op(*work[name])
             finally:
                 _policies.FAST_COUNT = True
         fns[name] = f
         makers[name] = make
 
-    makers: dict[str, Callable[[], IsotropicMLP]] = {}
-    adapt = lambda net: neuroadapt(net, scaffold=2, threshold=0.1)  # noqa: E731
+    makers: dict[str, Callable[[], Trained]] = {}
+    adapt = lambda net, opt: neuroadapt(net, scaffold=2, threshold=0.1, optimizer=opt)  # noqa: E731
     add("neuroadapt_no_change", lambda: variant(None), adapt)
     add("neuroadapt_no_change_reference", lambda: variant(None), adapt, fast=False)
     for k in range(n_hidden):
@@ -221,9 +242,9 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     for k in range(n_hidden):
         for n in ks:
             add(f"neurodegeneration_layer{k}_n{n}", lambda: variant(None),
-                lambda net, k=k, n=n: neurodegeneration(net, k, n))
+                lambda net, opt, k=k, n=n: neurodegeneration(net, k, n, opt))
             add(f"neurogenesis_layer{k}_n{n}", lambda: variant(None),
-                lambda net, k=k, n=n: neurogenesis(net, k, n))
+                lambda net, opt, k=k, n=n: neurogenesis(net, k, n, opt))
 
     def setup(name: str) -> None:
         work[name] = makers[name]()
@@ -231,7 +252,7 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     # checks: decisions identical with and without the fast count
     check = {}
     for k in range(n_hidden):
-        a, b = variant(k), variant(k)
+        (a, _), (b, _) = variant(k), variant(k)
         ca = neuroadapt(a, scaffold=2, threshold=0.1)
         _policies.FAST_COUNT = False
         try:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NonFiniteError, UnsupportedOptimizerError
+from ..linalg import all_finite
 
 FIRST = "first"
 SECOND = "second"
@@ -101,7 +102,7 @@ def check_transportable(optimizer: torch.optim.Optimizer | None, params: Iterabl
             # A rotation mixes every entry of an axis: one NaN/Inf in a moment would spread to a
             # whole row/column of state (and then of parameters at the next step). Refuse it.
             if (isinstance(value, Tensor) and kind != KEEP and value.is_floating_point()
-                    and not torch.isfinite(value).all()):
+                    and not all_finite(value)):
                 raise NonFiniteError(
                     f"{type(optimizer).__name__} state {key!r} of a parameter of shape "
                     f"{tuple(p.shape)} holds NaN or Inf; a structural change would spread it. "
@@ -112,9 +113,15 @@ def check_transportable(optimizer: torch.optim.Optimizer | None, params: Iterabl
 def _along(t: Tensor, dim: int, mat: Tensor) -> Tensor:
     """Contract axis ``dim`` of ``t`` with the first index of ``mat``.
 
-    ``t'[..i..] = Σ_j t[..j..] M[j, i]``."""
-    moved = t.movedim(dim, -1)
-    return (moved @ mat.to(dtype=t.dtype, device=t.device)).movedim(-1, dim).contiguous()
+    ``t'[..i..] = Σ_j t[..j..] M[j, i]``. The first and last axes are contracted by one
+    matrix product that writes the result in place order (no transposed copy)."""
+    mat = mat.to(dtype=t.dtype, device=t.device)
+    dim = dim % t.dim()
+    if dim == t.dim() - 1:
+        return t @ mat
+    if dim == 0:
+        return (mat.mT @ t.reshape(t.shape[0], -1)).reshape(mat.shape[1], *t.shape[1:])
+    return (t.movedim(dim, -1) @ mat).movedim(-1, dim).contiguous()
 
 
 class CoordinateMap:

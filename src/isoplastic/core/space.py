@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NonFiniteError, TopologyError
+from ..linalg import all_finite
 from . import optim_state as ostate
 
 
@@ -88,7 +89,7 @@ class HiddenSpace:
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` if any attached tensor holds NaN or Inf."""
         for a in self.axes:
-            if not torch.isfinite(a.param).all():
+            if not all_finite(a.param):
                 raise NonFiniteError(
                     f"{self.name}: {a} holds NaN or Inf; a structural change would spread it. "
                     "Restore the model from a checkpoint or lower the learning rate"

@@ -29,6 +29,7 @@ next layer (a refused layer is not revisited by later passes of :func:`neuroadap
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ..ops._common import prepare
 from ..ops.diagonalise import singular_values
 from .grow import neurogenesis
 from .record import StructuralChange
-from .shrink import neurodegeneration
+from .shrink import neurodegeneration, remove_weakest
 
 
 class ChangeRefused(IsoplasticError):
@@ -119,7 +120,7 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
     order = sorted(range(net.n_hidden) if layers is None else set(layers), reverse=True)
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
-    counts: dict[int, tuple[torch.Tensor, int]] = {}
+    counts: dict[int, _Count] = {}
     with transaction(net, optimizer):  # type: ignore[arg-type]
         for _ in range(max_passes):
             changed = False
@@ -136,13 +137,16 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
                     n = min(c - scaffold, width - 1)
                     if n > 0:
                         def apply(k=k, n=n):
-                            return neurodegeneration(net, k, n, optimizer)
+                            return _removal(net, k, n, optimizer, counts)
                 if apply is None:
                     continue
                 change = _guarded(net, optimizer, guard, apply, refused)
+                if k in counts:
+                    counts[k].gram = None  # only the removal just decided may use it
                 if change is None:
                     blocked.add(k)
                 else:
+                    _after_change(net, k, change, threshold, counts)
                     changes.append(change)
                     changed = True
             if not changed:
@@ -150,27 +154,83 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
     return changes
 
 
+@dataclass
+class _Count:
+    """A certified scaffold count of one layer's incoming matrix ``w`` (see :func:`_certified`)."""
+
+    w: torch.Tensor  # a copy of the matrix that was counted
+    count: int
+    slack: float  # min |σ_i − τ| beyond the round-off tolerance (0 for the svdvals route)
+    sigma_max: float
+    gram: torch.Tensor | None = None  # float64 w wᵀ when that was the Gram counted; held briefly
+
+    def matches(self, w: torch.Tensor) -> bool:
+        return self.w.shape == w.shape and torch.equal(self.w, w)
+
+
 def _scaffold_count(net: HiddenSpaceModel, k: int, threshold: float,
-                    cache: dict[int, tuple[torch.Tensor, int]]) -> tuple[int, int]:
+                    cache: dict[int, _Count]) -> tuple[int, int]:
     """``(#{i : σ_i ≤ τ}, n_k)`` for hidden layer ``k``: the same count as
     ``(singular_values(net, k) <= threshold).sum()``, computed faster.
 
-    A layer whose incoming weight is bit-for-bit what it was at the last count of this
-    :func:`neuroadapt` call (a change in layer ``k`` only touches the weights of layers ``k`` and
-    ``k+1``) reuses that count. Otherwise :func:`strength_count` decides from the eigenvalues of
-    the float64 Gram matrix, and falls back to ``svdvals`` whenever a singular value lies within
-    the round-off of either method of ``τ``, so the count is the reference count.
+    A layer whose incoming weight is bit-for-bit what the cache holds for it reuses that count:
+    either counted earlier in this :func:`neuroadapt` call (a change in layer ``k`` only touches
+    the weights of layers ``k`` and ``k+1``) or predicted by :func:`_after_change`. Otherwise
+    :func:`strength_count`'s certified route counts it.
     """
     if not FAST_COUNT:
         strengths = singular_values(net, k)
         return int((strengths <= threshold).sum()), int(strengths.shape[0])
     w = net.hidden_layer(k).incoming_matrix()
     hit = cache.get(k)
-    if hit is not None and hit[0].shape == w.shape and torch.equal(hit[0], w):
-        return hit[1], int(w.shape[0])
-    c = strength_count(w, threshold)
-    cache[k] = (w.clone(), c)
+    if hit is not None and hit.matches(w):
+        return hit.count, int(w.shape[0])
+    c, slack, smax, gram = _certified(w, threshold)
+    cache[k] = _Count(w.clone(), c, slack, smax, gram)
     return c, int(w.shape[0])
+
+
+def _removal(net: HiddenSpaceModel, k: int, n: int, optimizer: torch.optim.Optimizer | None,
+             cache: dict[int, _Count]) -> StructuralChange:
+    """Neurodegeneration of layer ``k``, reusing what its count computed: the Gram matrix
+    ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` for the bound."""
+    mine, nxt = cache.get(k), cache.get(k + 1)
+    w = net.hidden_layer(k).incoming_matrix()
+    gram = mine.gram if mine is not None and mine.matches(w) else None
+    next_norm = None
+    if nxt is not None and k + 1 < net.n_hidden and nxt.matches(
+            net.hidden_layer(k + 1).incoming_matrix()):
+        next_norm = nxt.sigma_max  # ‖W_{k+1}‖₂: rotating or dropping its columns never raises it
+    return remove_weakest(net, k, n, optimizer, gram=gram, next_norm=next_norm)
+
+
+def _after_change(net: HiddenSpaceModel, k: int, change: StructuralChange, threshold: float,
+                  cache: dict[int, _Count]) -> None:
+    """Predict layer ``k``'s count after :func:`neuroadapt`'s own change, without a recount.
+
+    * Growth appends zero rows and leaves the others bit-for-bit: the singular values gain ``n``
+      zeros (each ``≤ τ`` for ``τ > 0``) and keep the rest, so the count is ``c + n``.
+    * Removal rotates into the singular basis and drops the ``n`` smallest strengths, all
+      ``≤ τ``: the rest are kept, moved only by the rotation's round-off, which is bounded like
+      the count's own float error (``16 sqrt(max(m, n)) eps σ_max``). The count ``c − n`` is
+      reused only while the old count's slack exceeds that shift; otherwise layer ``k`` is
+      counted again.
+    """
+    old = cache.pop(k, None)
+    if old is None or not FAST_COUNT:
+        return
+    w = net.hidden_layer(k).incoming_matrix()
+    if change.op == "neurogenesis" and threshold > 0:
+        cache[k] = _Count(w.clone(), old.count + change.n, min(old.slack, threshold),
+                          old.sigma_max)
+    elif change.op == "neurodegeneration":
+        shift = 16.0 * max(w.shape) ** 0.5 * _eps(w.dtype) * old.sigma_max
+        if old.slack > shift:
+            cache[k] = _Count(w.clone(), old.count - change.n, old.slack - shift, old.sigma_max)
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
 
 
 _GRAM_MIN_SIZE = 64 * 64
@@ -192,10 +252,18 @@ def strength_count(w: torch.Tensor, threshold: float) -> int:
     singular value lies within a generous multiple of both of ``threshold``, where the two
     could disagree, the reference ``svdvals`` count is returned instead.
     """
+    return _certified(w, threshold)[0]
+
+
+@torch.no_grad()
+def _certified(w: torch.Tensor, threshold: float
+               ) -> tuple[int, float, float, torch.Tensor | None]:
+    """:func:`strength_count` with its slack ``min |σ − τ| − tol``, ``σ_max`` and, for float32
+    matrices no taller than wide, the float64 Gram ``w wᵀ`` it decomposed."""
     m, n = w.shape
+    pad = max(m - min(m, n), 0)
     if w.numel() < _GRAM_MIN_SIZE or w.dtype not in (torch.float32, torch.float64):
-        s = torch.linalg.svdvals(w)
-        return int((s <= threshold).sum()) + max(m - s.shape[0], 0)
+        return (*_reference_count(w, threshold), None)
     w64 = w.to(torch.float64)
     gram = w64 @ w64.mT if m <= n else w64.mT @ w64
     lam = torch.linalg.eigvalsh(gram)
@@ -204,10 +272,19 @@ def strength_count(w: torch.Tensor, threshold: float) -> int:
     big = max(m, n)
     tol = smax * (16.0 * big ** 0.5 * torch.finfo(w.dtype).eps
                   + 4.0 * (big * torch.finfo(torch.float64).eps) ** 0.5)
-    if bool(((sig - threshold).abs() <= tol).any()) or not torch.isfinite(sig).all():
-        s = torch.linalg.svdvals(w)
-        return int((s <= threshold).sum()) + max(m - s.shape[0], 0)
-    return int((sig <= threshold).sum()) + max(m - sig.shape[0], 0)
+    gap = float((sig - threshold).abs().min()) if sig.numel() else math.inf
+    left = gram if m <= n and w.dtype != torch.float64 else None
+    if not gap > tol or not math.isfinite(smax):
+        return (*_reference_count(w, threshold), left)
+    return int((sig <= threshold).sum()) + pad, gap - tol, smax, left
+
+
+def _reference_count(w: torch.Tensor, threshold: float) -> tuple[int, float, float]:
+    s = torch.linalg.svdvals(w)
+    pad = max(w.shape[0] - s.shape[0], 0)
+    smax = float(s.max()) if s.numel() else 0.0
+    # the reference count has no slack to spend on predicted counts
+    return int((s <= threshold).sum()) + pad, 0.0, smax
 
 
 def set_width(net: HiddenSpaceModel, k: int, width: int,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from ..activations.isotropic import IntrinsicLength
 from ..core.space import HiddenSpaceModel, transaction
@@ -57,6 +58,21 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
         TopologyError: bad ``k`` or ``n`` (removing every neuron), unknown criterion, or
             ``psi="expectation"`` before any training forward pass recorded a mean gain.
     """
+    return remove_weakest(net, k, n, optimizer, criterion=criterion)
+
+
+def remove_weakest(net: HiddenSpaceModel, k: int, n: int,
+                   optimizer: torch.optim.Optimizer | None, *, criterion: str = "singular_value",
+                   gram: Tensor | None = None, next_norm: float | None = None
+                   ) -> StructuralChange:
+    """:func:`neurodegeneration` for callers that already hold parts of the computation.
+
+    Args:
+        gram: ``W_k W_kᵀ`` in float64 (``(n_k, n_k)``) of the current incoming matrix, for
+            float32 and narrower weights: the basis is then its eigenvectors, as in
+            :func:`~isoplastic.linalg.left_singular_basis`, without forming it again.
+        next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: computed).
+    """
     require_count(n, "neurodegeneration")
     if criterion not in CRITERIA:
         raise TopologyError(f"neurodegeneration: criterion={criterion!r}; choose one of {CRITERIA}")
@@ -77,7 +93,7 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
             "batch through net.train() first"
         )
     w = layer.incoming_matrix()
-    u, s = left_singular_basis(w)
+    u, s = left_singular_basis(w, gram=gram)
     strengths = neuron_strengths(s, width)
 
     with transaction(net, optimizer):  # type: ignore[arg-type]
@@ -105,8 +121,9 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
         net.check_invariants()
 
     removed_s = strengths[drop]
-    factor = (float(torch.linalg.matrix_norm(w_star, ord=2))
-              + float(torch.linalg.matrix_norm(out, ord=2)))  # ‖W_D‖ + ‖W_{k+1}‖
+    if next_norm is None:
+        next_norm = float(torch.linalg.matrix_norm(out, ord=2))
+    factor = float(torch.linalg.matrix_norm(w_star, ord=2)) + next_norm  # ‖W_D‖ + ‖W_{k+1}‖
     bound = float(removed_s.sum()) * factor
     # Input-independent part: the removed ψ entries enter as ψ*·g_{k-1} with g ≤ 1; a bias not
     # folded into o shifts the norm by at most ‖b*‖ (φ is 1-Lipschitz); without ψ vectors the
