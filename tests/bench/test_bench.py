@@ -75,6 +75,27 @@ def test_fused_activation_equals_reference_and_passes_gradcheck(mode, o, radius)
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
     assert gradcheck(act.forward_with_gain, (z,))
     assert gradgradcheck(act.forward_with_gain, (z,))
+    # the gain alone (what the MLP uses): same values, same gradients
+    gain_only = act.gain(z)
+    _, g_ref = _reference(z, None if mode == "none" else act.o_tensor())  # a fresh graph
+    assert torch.equal(gain_only, g_ref)
+    fast = torch.autograd.grad((gain_only * v).sum(), params)
+    ref = torch.autograd.grad((g_ref * v).sum(), params)
+    # g'(q) = (1 - tanh²ρ - g)/(2q) (and autograd's chain through tanh(ρ)/ρ) cancel to ~q/3:
+    # both carry a relative error of about eps/q just outside the small ball, so they agree to
+    # that, not to 1e-12 (with h the exact g·∂L/∂h term hides this).
+    q = radius**2 + (abs(o) if mode != "none" else 0.0)
+    rtol = 1e-12 + 64 * torch.finfo(torch.float64).eps / max(q, 1e-6)
+    for a, b in zip(fast, ref):
+        assert torch.allclose(a, b, rtol=rtol, atol=1e-15)
+    assert gradcheck(act.gain, (z,)) and gradgradcheck(act.gain, (z,))
+    if mode == "trainable":  # log o is exponentiated inside the kernel
+        lo = act.log_o.detach().clone().requires_grad_()
+
+        def f_log(zz, ll):
+            return iso._IsotropicTanhFn.apply(zz, ll, -1, 1e-6, True, True)
+
+        assert gradcheck(f_log, (z, lo)) and gradgradcheck(f_log, (z, lo))
     if mode != "none" and abs(o) >= 0.1:  # raw o: finite differences must not cross o = 0
         ot = torch.tensor(o, dtype=torch.float64, requires_grad=True)
 

@@ -174,7 +174,17 @@ def relative(before: torch.Tensor, after: torch.Tensor) -> float:
 
 def _trace(net: torch.nn.Module, x: torch.Tensor) -> tuple[list, list, torch.Tensor]:
     """(inputs, outputs) of every activation (pre-activations ``z_k`` and ``h_k``), and the
-    logits. The networks call ``act.forward_with_gain``, so it is wrapped per instance."""
+    logits. The MLP reports them itself (:meth:`IsotropicMLP.trace`); the CNN calls
+    ``act.forward_with_gain``, so that is wrapped per instance."""
+    if isinstance(net, ip.IsotropicMLP):
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                t = net.trace(x)
+        finally:
+            net.train(was)
+        return t["pre"], t["post"], t["logits"]
     ins, outs = [], []
     for act in net.activations:
         def wrapped(z, _orig=act.forward_with_gain):

@@ -153,9 +153,19 @@ class IsotropicActivation(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
     def gain(self, z: Tensor) -> Tensor:
-        """The scalar gain ``g(z; o)``: ``z``'s shape with axis ``dim`` reduced to size 1."""
+        """The scalar gain ``g(z; o)``: ``z``'s shape with axis ``dim`` reduced to size 1.
+
+        Isotropic tanh with the exact series takes the fused kernel (analytic backward, no
+        ``φ(z)`` formed): layers that only need ``g`` — the MLP computes
+        ``W φ(z) + ψ g = g (W z + ψ)`` — use this.
+        """
         if z.dtype in _HALF:
             return self.gain(z.float()).to(z.dtype)
+        if self._fast_path_ok(z):
+            return self._fast(z, with_h=False)
+        return self._gain_formula(z)
+
+    def _gain_formula(self, z: Tensor) -> Tensor:
         sq = (z * z).sum(dim=self.dim, keepdim=True)
         o = None
         if self.mode is not IntrinsicLength.NONE:
@@ -182,16 +192,16 @@ class IsotropicActivation(nn.Module):
             h, g = self.forward_with_gain(z.float())
             return h.to(z.dtype), g.to(z.dtype)
         if self._fast_path_ok(z):
-            return self._fast(z)
-        g = self.gain(z)
+            return self._fast(z, with_h=True)
+        g = self._gain_formula(z)
         return g * z, g
 
     def forward(self, z: Tensor) -> Tensor:
         if z.dtype in _HALF:
             return self.forward_with_gain(z)[0]
         if self._fast_path_ok(z):
-            return self._fast(z)[0]
-        return self.gain(z) * z
+            return self._fast(z, with_h=True)[0]
+        return self._gain_formula(z) * z
 
     # -- fast path ----------------------------------------------------------------------------
     def _fast_path_ok(self, z: Tensor) -> bool:
@@ -199,11 +209,13 @@ class IsotropicActivation(nn.Module):
         return (FUSED and type(self.profile) is TanhProfile and self.small_ball == "series"
                 and z.is_floating_point())
 
-    def _fast(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        o = None
-        if self.mode is not IntrinsicLength.NONE:
+    def _fast(self, z: Tensor, with_h: bool):
+        o, log = None, False
+        if self.mode is IntrinsicLength.TRAINABLE and self.log_o.dtype == z.dtype:
+            o, log = self.log_o, True  # exp inside the kernel: one autograd node, not two
+        elif self.mode is not IntrinsicLength.NONE:
             o = self.o_tensor().to(dtype=z.dtype, device=z.device)
-        return _IsotropicTanhFn.apply(z, o, self.dim, self.eps * self.eps)
+        return _IsotropicTanhFn.apply(z, o, self.dim, self.eps * self.eps, with_h, log)
 
     def extra_repr(self) -> str:
         o = f", o={self.o:.3g}" if self.mode is not IntrinsicLength.NONE else ""
@@ -223,14 +235,17 @@ def _reference_tanh(z: Tensor, o: Tensor | None, dim: int, q_switch: float
 
 
 class _IsotropicTanhFn(torch.autograd.Function):
-    r"""Fused ``(h, g) = (g(q) z, g(q))``, ``q = |‖z‖² + o|``, with an analytic backward.
+    r"""Fused ``(h, g) = (g(q) z, g(q))`` (or ``g`` alone), ``q = |‖z‖² + o|``, with an analytic
+    backward.
 
-    Forward values are bit-identical to :func:`_reference_tanh` (same operations; the ``abs`` is
-    skipped only when ``‖z‖² + o`` cannot be negative, and the series only evaluated when some
-    ``q`` lies in the small ball). Backward, with ``s = ⟨∂L/∂h, z⟩ + ∂L/∂g`` per sample and
+    Inputs ``(z, o, dim, q_switch, with_h, log_o)``: ``o`` is ``None``, the intrinsic length,
+    or (``log_o=True``) the trainable parameter ``log o``, exponentiated inside. Forward values
+    are bit-identical to :func:`_reference_tanh` (same operations; the ``abs`` is skipped only
+    when ``‖z‖² + o`` cannot be negative, and the series only evaluated when some ``q`` lies in
+    the small ball). Backward, with ``s = ⟨∂L/∂h, z⟩ + ∂L/∂g`` per sample and
     ``c = s · g'(q) · sign(‖z‖² + o)``:
 
-    .. math:: ∂L/∂z = g\,∂L/∂h + 2c\,z, \qquad ∂L/∂o = Σ c,
+    .. math:: ∂L/∂z = g\,∂L/∂h + 2c\,z, \qquad ∂L/∂o = Σ c, \qquad ∂L/∂\log o = o Σ c,
 
     i.e. ``(g I + 2 g'(q) z zᵀ)`` applied to the gradient, in three passes over ``(batch, n)``
     and one new buffer, instead of the dozen passes autograd makes. Outside the small ball
@@ -241,12 +256,15 @@ class _IsotropicTanhFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, o: Tensor | None, dim: int, q_switch: float):  # type: ignore[override]
+    def forward(ctx, z: Tensor, o: Tensor | None, dim: int, q_switch: float,  # type: ignore[override]
+                with_h: bool = True, log_o: bool = False):
         sq = (z * z).sum(dim=dim, keepdim=True)
         nonneg = o is None
+        o_val = o
         if o is not None:
-            sq = sq + o
-            nonneg = o.item() >= 0
+            o_val = o.exp() if log_o else o
+            sq = sq + o_val
+            nonneg = log_o or o_val.item() >= 0  # exp(log o) > 0
         # |sq| is the identity when sq >= 0 (a sum of squares plus o >= 0), bit for bit.
         q = sq if nonneg else sq.abs()
         small = bool(q.amin() < q_switch) if q.numel() else False
@@ -257,22 +275,27 @@ class _IsotropicTanhFn(torch.autograd.Function):
             rho = torch.sqrt(q)
             t = torch.tanh(rho)
             g = t / rho
-        h = g * z
         ctx.dim = dim
         ctx.q_switch = q_switch
-        ctx.has_o = o is not None
         ctx.nonneg = nonneg
+        ctx.with_h = with_h
+        ctx.log_o = log_o
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(z, sq, g, t, o)
-        return h, g
+        ctx.save_for_backward(z, sq, g, t, o, o_val)
+        if not with_h:
+            return g
+        return g * z, g
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor | None, grad_g: Tensor | None):  # type: ignore[override]
-        z, sq, g, t, o = ctx.saved_tensors
+    def backward(ctx, *grads: Tensor | None):  # type: ignore[override]
+        z, sq, g, t, o, o_val = ctx.saved_tensors
+        grad_h, grad_g = grads if ctx.with_h else (None, grads[0])
+        none = (None, None, None, None, None)
         if grad_h is None and grad_g is None:
-            return None, None, None, None
+            return (None, None, *none[:4])
         if torch.is_grad_enabled():
-            return _IsotropicTanhFn._backward_with_graph(ctx, z, o, grad_h, grad_g)
+            dz, do = _IsotropicTanhFn._backward_with_graph(ctx, z, o, grad_h, grad_g)
+            return (dz, do, *none[:4])
         dim = ctx.dim
         s = None
         if grad_h is not None:
@@ -294,14 +317,18 @@ class _IsotropicTanhFn(torch.autograd.Function):
                 dz = grad_h * g
                 dz.addcmul_(c2, z)
         if ctx.needs_input_grad[1] and o is not None:
-            do = (0.5 * c2.sum()).reshape(o.shape)
-        return dz, do, None, None
+            do = 0.5 * c2.sum()
+            if ctx.log_o:
+                do = do * o_val  # d/d log o = o d/do
+            do = do.reshape(o.shape)
+        return dz, do, None, None, None, None
 
     @staticmethod
     def _backward_with_graph(ctx, z, o, grad_h, grad_g):
         inputs = [z] + ([o] if o is not None and o.requires_grad else [])
         with torch.enable_grad():
-            h, g = _reference_tanh(z, o, ctx.dim, ctx.q_switch)
+            o_val = o.exp() if o is not None and ctx.log_o else o
+            h, g = _reference_tanh(z, o_val, ctx.dim, ctx.q_switch)
             outs, grads = [], []
             if grad_h is not None:
                 outs.append(h)
@@ -314,7 +341,7 @@ class _IsotropicTanhFn(torch.autograd.Function):
         do = res[1] if len(res) > 1 and ctx.needs_input_grad[1] else None
         if dz is None and ctx.needs_input_grad[0]:
             dz = torch.zeros_like(z)
-        return dz, do, None, None
+        return dz, do
 
 
 class IsotropicTanh(IsotropicActivation):

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ..activations import AbstractRadialProfile, IsotropicActivation
 from ..core.space import Axis, HiddenLayer, HiddenSpace
 from ..errors import TopologyError
-from .mlp import INITS, PsiMode
+from .mlp import INITS, PsiMode, psi_penalty
 
 PADDINGS = ("same", "valid")
 POOLINGS = ("mean", "flatten")
@@ -342,9 +342,7 @@ class IsotropicCNN(nn.Module):
 
     def psi_penalty(self) -> Tensor:
         """``λ Σ_k ‖ψ_k‖²`` for ``psi="trainable+decay"``, else 0 (add it to the training loss)."""
-        if self.psi_mode is not PsiMode.TRAINABLE_DECAY or not len(self.psi):
-            return torch.zeros((), device=self.convs[0].weight.device)
-        return self.psi_decay * sum(p.pow(2).sum() for p in self.psi)
+        return psi_penalty(self.psi, self.psi_mode, self.psi_decay, self.convs[0].weight)
 
     # -- hidden spaces (the contract with isoplastic.core) --------------------------------------
     def _incoming(self, k: int) -> nn.Module:

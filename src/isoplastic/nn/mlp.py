@@ -15,7 +15,7 @@ intrinsic length), ``psi[k]`` (ψ vector added to ``linears[k+1]``'s output, sha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 
 import torch
@@ -55,6 +55,15 @@ class PsiMode(str, Enum):
     @property
     def has_vectors(self) -> bool:
         return self in (PsiMode.CONSTANT, PsiMode.TRAINABLE, PsiMode.TRAINABLE_DECAY)
+
+
+def psi_penalty(psi: nn.ParameterList, mode: PsiMode, decay: float, like: Tensor) -> Tensor:
+    """``λ Σ_k ‖ψ_k‖²`` for ``mode="trainable+decay"`` (one concatenation and one dot product,
+    a handful of kernels however many layers), else a zero on ``like``'s device."""
+    if mode is not PsiMode.TRAINABLE_DECAY or not len(psi):
+        return torch.zeros((), device=like.device)
+    flat = torch.cat(list(psi))
+    return decay * torch.dot(flat, flat)
 
 
 INITS = ("orthogonal", "xavier_normal", "xavier_uniform")
@@ -194,35 +203,59 @@ class IsotropicMLP(AffineStack):
         self.check_invariants()
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, None)
+
+    def gains(self, x: Tensor) -> list[Tensor]:
+        """The gains ``g_k`` of every hidden layer for inputs ``x``, each of shape ``(batch, 1)``."""
+        out: list[Tensor] = []
+        self._run(x, lambda k, z, g: out.append(g))
+        return out
+
+    def trace(self, x: Tensor) -> dict[str, list[Tensor] | Tensor]:
+        """Every intermediate of the forward pass, for inspection and tests.
+
+        Returns:
+            ``{"pre": [z_k], "post": [h_k = g_k z_k], "gains": [g_k], "logits": z_L}`` with
+            ``z_k, h_k`` of shape ``(batch, n_{k+1})`` and ``g_k`` of shape ``(batch, 1)``.
+        """
+        pre: list[Tensor] = []
+        post: list[Tensor] = []
+        gains: list[Tensor] = []
+
+        def record(k: int, z: Tensor, g: Tensor) -> None:
+            pre.append(z)
+            post.append(g * z)
+            gains.append(g)
+
+        logits = self._run(x, record)
+        return {"pre": pre, "post": post, "gains": gains, "logits": logits}
+
+    def _run(self, x: Tensor, record: Callable[[int, Tensor, Tensor], None] | None) -> Tensor:
+        """The forward pass, as ``z_{k+1} = g_k ⊙ (z_k W_{k+1}ᵀ + ψ_k) + b_{k+1}``.
+
+        That equals ``W_{k+1} φ(z_k) + ψ_k g_k + b_{k+1}`` (``φ(z) = g z``) without forming
+        ``φ(z_k)``: one matrix product with ψ as its bias, one fused multiply-add, and the gain
+        from the activation's fused kernel. Shapes: ``z_k`` ``(batch, n_k)``, ``g_k``
+        ``(batch, 1)``. ``record(k, z_k, g_k)`` is called for every hidden layer if given.
+        """
         z = self.linears[0](self._flatten(x))  # (batch, n_1)
         for k, act in enumerate(self.activations):
-            h, g = act.forward_with_gain(z)  # (batch, n_k), (batch, 1)
+            g = act.gain(z)  # (batch, 1)
             # an empty batch has no mean gain (its mean is NaN, which a removal would fold
             # into the next bias): keep the last recorded one
             if self.training and self.psi_mode is PsiMode.EXPECTATION and g.numel():
                 self._mean_gains[k] = g.detach().mean()  # folded into a bias on removal
-            z = self.linears[k + 1](h)
-            if len(self.psi):
-                z = torch.addcmul(z, g, self.psi[k])  # z + ψ_k g_k in one kernel
+            if record is not None:
+                record(k, z, g)
+            lin = self.linears[k + 1]
+            w_t = lin.weight.mT
+            u = torch.addmm(self.psi[k], z, w_t) if len(self.psi) else z @ w_t
+            z = torch.addcmul(lin.bias, u, g.to(u.dtype))
         return z
-
-    def gains(self, x: Tensor) -> list[Tensor]:
-        """The gains ``g_k`` of every hidden layer for inputs ``x``, each of shape ``(batch, 1)``."""
-        out = []
-        z = self.linears[0](self._flatten(x))
-        for k, act in enumerate(self.activations):
-            h, g = act.forward_with_gain(z)
-            out.append(g)
-            z = self.linears[k + 1](h)
-            if len(self.psi):
-                z = torch.addcmul(z, g, self.psi[k])  # z + ψ_k g_k in one kernel
-        return out
 
     def psi_penalty(self) -> Tensor:
         """``λ Σ_k ‖ψ_k‖²`` for ``psi="trainable+decay"``, else 0 (add it to the training loss)."""
-        if self.psi_mode is not PsiMode.TRAINABLE_DECAY or not len(self.psi):
-            return torch.zeros((), device=self.linears[0].weight.device)
-        return self.psi_decay * sum(p.pow(2).sum() for p in self.psi)
+        return psi_penalty(self.psi, self.psi_mode, self.psi_decay, self.linears[0].weight)
 
     # -- hidden spaces (the contract with isoplastic.core) ------------------------------------
     def hidden_space(self, k: int) -> HiddenSpace:
