@@ -54,16 +54,27 @@ def test_activation_huge_norm_float64_is_unit_length_with_finite_gradients(mode)
     torch.testing.assert_close(h.detach().norm(dim=1), torch.ones(4, dtype=torch.float64))
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN LIMIT B2 (activations/isotropic.py, "
-                   "docs/reliability.md): ‖z‖² overflows float32 "
-                   "for ‖z‖ > ~1.8e19, the gain becomes tanh(inf)/inf = 0 and φ(z) = 0 instead of "
-                   "a unit vector. Fix: compute q = m²·Σ(z/m)² with m = max|z| (or accumulate ‖z‖² "
-                   "in float64) before the gain.")
-def test_activation_huge_norm_float32_is_unit_length():
-    act = ip.IsotropicTanh(intrinsic_length="trainable")
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("mode", ["none", "constant", "trainable"])
+def test_activation_huge_norm_float32_is_unit_length(fused, mode):
+    """Was limit B2: ‖z‖² overflowed float32 above ~1.8e19 and φ(z) became 0."""
+    from isoplastic.activations import isotropic as iso
+
+    act = ip.IsotropicTanh(intrinsic_length=mode)
     z = torch.randn(4, 6) * 1e30
-    h = act(z)
-    torch.testing.assert_close(h.norm(dim=1), torch.ones(4), atol=1e-3, rtol=0)
+    z[0] = torch.randn(6) * 1e-2  # an ordinary row in the same batch keeps its exact value
+    z.requires_grad_(True)
+    iso.FUSED = fused
+    try:
+        h = act(z)
+        g = act.gain(z)
+    finally:
+        iso.FUSED = True
+    torch.testing.assert_close(h[1:].detach().norm(dim=1), torch.ones(3), atol=1e-3, rtol=0)
+    assert torch.equal(h[0], act(z[:1].detach())[0])
+    assert torch.equal(g.detach() * z.detach(), h.detach())
+    h.sum().backward()
+    assert torch.isfinite(z.grad).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -180,7 +180,7 @@ class IsotropicActivation(nn.Module):
             r = torch.sqrt(torch.clamp(q, min=q_switch))
             outside = self.profile.gain(r * r, q_switch)
             return torch.where(q <= q_switch, torch.full_like(q, inside), outside)
-        return self.profile.gain(q, q_switch)
+        return _unless_overflow(self.profile.gain(q, q_switch), q, z, o, self.dim, self.profile)
 
     def forward_with_gain(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``(φ(z), g(z))``; the gain is reused by the ψ term of the next layer.
@@ -223,6 +223,28 @@ class IsotropicActivation(nn.Module):
                 f"eps={self.eps}, dim={self.dim}")
 
 
+def _scaled_radius(z: Tensor, o: Tensor | None, dim: int) -> Tensor:
+    """``ρ = sqrt(|‖z‖² + o|)`` without forming ``‖z‖²``: ``m sqrt(|Σ(z/m)² + o/m²|)``,
+    ``m = max|z|``, finite for every finite ``z`` (``‖z‖²`` overflows float32 above ~1.8e19)."""
+    m = z.abs().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+    s = ((z / m) ** 2).sum(dim=dim, keepdim=True)
+    if o is not None:
+        s = s + o / (m * m)
+    return m * torch.sqrt(s.abs())
+
+
+def _unless_overflow(g: Tensor, q: Tensor, z: Tensor, o: Tensor | None, dim: int,
+                     profile: AbstractRadialProfile) -> Tensor:
+    """``g`` with its entries where ``q`` overflowed to ``inf`` (``s(∞)/∞ = 0`` there) replaced
+    by the profile's gain at the scaled radius (``≈ 1/ρ`` for tanh, so ``‖φ(z)‖ ≈ 1``)."""
+    if not q.numel():
+        return g
+    bad = torch.isinf(q)
+    if not bool(bad.any()):
+        return g
+    return torch.where(bad, profile.gain_at_radius(_scaled_radius(z, o, dim)), g)
+
+
 def _reference_tanh(z: Tensor, o: Tensor | None, dim: int, q_switch: float
                     ) -> tuple[Tensor, Tensor]:
     """The plain-autograd formula of :meth:`IsotropicActivation.forward_with_gain` (tanh profile)."""
@@ -230,7 +252,7 @@ def _reference_tanh(z: Tensor, o: Tensor | None, dim: int, q_switch: float
     if o is not None:
         sq = sq + o
     q = sq if o is None or bool(o >= 0) else sq.abs()
-    g = TanhProfile().gain(q, q_switch)
+    g = _unless_overflow(TanhProfile().gain(q, q_switch), q, z, o, dim, TanhProfile())
     return g * z, g
 
 
@@ -267,7 +289,10 @@ class _IsotropicTanhFn(torch.autograd.Function):
             nonneg = log_o or o_val.item() >= 0  # exp(log o) > 0
         # |sq| is the identity when sq >= 0 (a sum of squares plus o >= 0), bit for bit.
         q = sq if nonneg else sq.abs()
-        small = bool(q.amin() < q_switch) if q.numel() else False
+        small = overflow = False
+        if q.numel():
+            lo, hi = torch.aminmax(q)
+            small, overflow = bool(lo < q_switch), bool(hi == math.inf)
         if small:
             g = tanh_gain_fast(q, q_switch)
             t = None
@@ -275,6 +300,9 @@ class _IsotropicTanhFn(torch.autograd.Function):
             rho = torch.sqrt(q)
             t = torch.tanh(rho)
             g = t / rho
+        if overflow:  # ‖z‖² beyond the dtype's range: the gain from the scaled radius
+            g = _unless_overflow(g, q, z, o_val, dim, TanhProfile())
+            t = None  # the backward's slope formula takes g'(∞) = 0
         ctx.dim = dim
         ctx.q_switch = q_switch
         ctx.nonneg = nonneg

@@ -30,6 +30,13 @@ class AbstractRadialProfile(ABC):
     def gain(self, q: Tensor, q_switch: float) -> Tensor:
         """Gain ``g(q)`` with the same shape as ``q``; finite value and gradient at ``q = 0``."""
 
+    def gain_at_radius(self, rho: Tensor) -> Tensor:
+        """``s(ρ)/ρ`` from the radius itself, for radii whose square overflows (``ρ > 0``).
+
+        The default squares ``ρ``; profiles that know ``s`` override it.
+        """
+        return self.gain(rho * rho, 0.0)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -46,8 +53,13 @@ class TanhProfile(AbstractRadialProfile):
         # Closed form on a clamped copy so the unused branch never produces 0/0 in backward.
         rho = torch.sqrt(torch.clamp(q, min=q_switch))
         closed = torch.tanh(rho) / rho
-        series = _horner(q, self._SERIES)
+        # the series on a clamped copy too: unclamped, a large q overflows its powers and the
+        # unused branch's backward would turn 0 · inf into NaN
+        series = _horner(torch.clamp(q, max=q_switch), self._SERIES)
         return torch.where(small, series, closed)
+
+    def gain_at_radius(self, rho: Tensor) -> Tensor:
+        return torch.tanh(rho) / rho
 
 
 class CallableProfile(AbstractRadialProfile):
@@ -68,6 +80,9 @@ class CallableProfile(AbstractRadialProfile):
     def gain(self, q: Tensor, q_switch: float) -> Tensor:
         r = torch.sqrt(torch.clamp(q, min=q_switch))
         return torch.where(q < q_switch, torch.full_like(q, self.slope_at_zero), self.s(r) / r)
+
+    def gain_at_radius(self, rho: Tensor) -> Tensor:
+        return self.s(rho) / rho
 
     def __repr__(self) -> str:
         return f"CallableProfile(name={self.name!r}, slope_at_zero={self.slope_at_zero})"
