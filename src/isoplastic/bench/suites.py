@@ -121,8 +121,9 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
                 finally:
                     _iso.FUSED = True
 
+            # steps of ~1 ms are timed 5 at a time: a single one is at the timer's noise level
             ts = interleaved({"iso": s_iso, "iso_reference": ref_step, "tanh": s_el},
-                             repeats=repeats, warmup=5)
+                             repeats=repeats, warmup=5, inner=5 if b * n <= 300_000 else 1)
             row = {
                 "size": str(size), "widths": widths, "batch": b,
                 "activation_ratio": ta.ratio("iso", "tanh"),
@@ -273,6 +274,7 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     frac = {k: t.median(k) / epoch_s for k in fns}
     clone_t = interleaved({"clone": lambda: [p.data.clone() for p in base.parameters()]},
                           repeats=20, warmup=2)
+    parts = _first_layer_parts(base.linears[0].weight.detach(), repeats=max(repeats, 3))
     change5 = max(frac[f"neuroadapt_remove5_layer{k}"] for k in range(n_hidden))
     out = {
         "widths": widths, "batch": batch, "step_s": step_s, "epoch_s": epoch_s,
@@ -283,6 +285,8 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         "neuroadapt_no_change_epoch_fraction": frac["neuroadapt_no_change"],
         "fractions": frac, "times": t.as_dict(), "decision_check": check,
         "transaction_clone_s": t_med(clone_t, "clone"),
+        "first_layer_parts_s": parts,
+        "first_layer_parts_epoch_fraction": {k: v / epoch_s for k, v in parts.items()},
         "growth_in_k": {
             f"{op}_layer{k}": [frac[f"{op}_layer{k}_n{n}"] / frac[f"{op}_layer{k}_n{ks[0]}"]
                                for n in ks]
@@ -295,6 +299,25 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         f"{100 * out['neuroadapt_epoch_fraction_reference']:.3f}%), no change: "
         f"{100 * frac['neuroadapt_no_change']:.3f}%")
     return out
+
+
+def _first_layer_parts(w: Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of the linear algebra one pass spends on the widest layer ``w``: the
+    float64 Gram matrix and its eigenvalues (the certified count), its eigenvectors (the
+    removal's basis), one rotation ``Rᵀ W`` in ``w``'s dtype (done for W and both Adam moments),
+    and, for comparison, a float32 SVD of ``w`` (the basis before the Gram route)."""
+    w64 = w.double()
+    gram = w64 @ w64.mT
+    r = torch.linalg.qr(torch.randn(w.shape[0], w.shape[0], dtype=w.dtype))[0]
+    t = interleaved({
+        "gram_float64": lambda: w64 @ w64.mT,
+        "eigvalsh_float64": lambda: torch.linalg.eigvalsh(gram),
+        "eigh_float64": lambda: torch.linalg.eigh(gram),
+        "rotation": lambda: r.mT @ w,
+        "svd_float32": lambda: torch.linalg.svd(w, full_matrices=False),
+    }, repeats=repeats, warmup=1)
+    return {k: t.median(k) for k in ("gram_float64", "eigvalsh_float64", "eigh_float64",
+                                     "rotation", "svd_float32")}
 
 
 def t_med(t, name: str) -> float:
