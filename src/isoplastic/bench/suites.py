@@ -141,7 +141,32 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
         "train_step_ratio_reference": max(r["train_step_ratio_reference"] for r in rows),
         "activation_ratio": max(r["activation_ratio"] for r in rows),
         "rows": rows,
+        "smallest_step_by_feature": _step_by_feature(_size_widths(sizes[0]), batches[0],
+                                                     repeats, seed),
     }
+
+
+def _step_by_feature(widths: list[int], batch: int, repeats: int, seed: int) -> dict:
+    """Train-step ratios against tanh of the isotropic MLP with its features switched off one by
+    one (ψ vectors, then the intrinsic length): where the small-size overhead comes from."""
+    x = torch.randn(batch, widths[0])
+    y = torch.randint(0, widths[-1], (batch,))
+    variants = {
+        "default (psi trainable+decay, o trainable)": {},
+        "psi none": {"psi": "none"},
+        "psi none, o none": {"psi": "none", "intrinsic_length": "none"},
+    }
+    fns = {"tanh": _step_fn(ElementwiseMLP(widths, generator=torch.Generator().manual_seed(seed)),
+                            x, y)}
+    for name, kw in variants.items():
+        net = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed), **kw)
+        fns[name] = _step_fn(net, x, y)
+    t = interleaved(fns, repeats=repeats, warmup=5, inner=5)
+    return {"widths": widths, "batch": batch,
+            "ratios": {name: t.ratio(name, "tanh") for name in variants},
+            "parameter_tensors": {name: len(list(IsotropicMLP(widths, **kw).parameters()))
+                                  for name, kw in variants.items()},
+            "tanh_parameter_tensors": len(list(ElementwiseMLP(widths).parameters()))}
 
 
 # --------------------------------------------------------------------------------------------

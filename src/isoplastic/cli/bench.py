@@ -231,6 +231,14 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
                      f"({_f(r['train_step_ratio_reference'])}) | "
                      f"{_f(r['step_times']['iso']['median_s'] * 1e3, 2)} | "
                      f"{_f(r['step_times']['tanh']['median_s'] * 1e3, 2)} |")
+        feat = a.get("smallest_step_by_feature")
+        if feat:
+            L += ["", f"Where the overhead at {feat['widths'][1]} wide, batch {feat['batch']} "
+                  "comes from (train-step ratio against tanh with features switched off; the "
+                  f"tanh network has {feat['tanh_parameter_tensors']} parameter tensors):", "",
+                  "| isotropic MLP | step ratio | parameter tensors |", "|---|---|---|"]
+            for name, r in feat["ratios"].items():
+                L.append(f"| {name} | {_f(r)} | {feat['parameter_tensors'][name]} |")
         if "activation" in figs:
             L += ["", f"![train step ratio]({rel}/{figs['activation']})"]
         L.append("")
