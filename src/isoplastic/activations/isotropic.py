@@ -318,12 +318,11 @@ class _IsotropicTanhFn(torch.autograd.Function):
     def backward(ctx, *grads: Tensor | None):  # type: ignore[override]
         z, sq, g, t, o, o_val = ctx.saved_tensors
         grad_h, grad_g = grads if ctx.with_h else (None, grads[0])
-        none = (None, None, None, None, None)
         if grad_h is None and grad_g is None:
-            return (None, None, *none[:4])
+            return None, None, None, None, None, None
         if torch.is_grad_enabled():
             dz, do = _IsotropicTanhFn._backward_with_graph(ctx, z, o, grad_h, grad_g)
-            return (dz, do, *none[:4])
+            return dz, do, None, None, None, None
         dim = ctx.dim
         s = None
         if grad_h is not None:

@@ -156,17 +156,17 @@ def _step_by_feature(widths: list[int], batch: int, repeats: int, seed: int) -> 
         "psi none": {"psi": "none"},
         "psi none, o none": {"psi": "none", "intrinsic_length": "none"},
     }
-    fns = {"tanh": _step_fn(ElementwiseMLP(widths, generator=torch.Generator().manual_seed(seed)),
-                            x, y)}
+    nets: dict[str, torch.nn.Module] = {
+        "tanh": ElementwiseMLP(widths, generator=torch.Generator().manual_seed(seed))}
     for name, kw in variants.items():
-        net = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed), **kw)
-        fns[name] = _step_fn(net, x, y)
-    t = interleaved(fns, repeats=repeats, warmup=5, inner=5)
+        nets[name] = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed), **kw)
+    tensors = {name: len(list(net.parameters())) for name, net in nets.items()}
+    t = interleaved({name: _step_fn(net, x, y) for name, net in nets.items()},
+                    repeats=repeats, warmup=5, inner=5)
     return {"widths": widths, "batch": batch,
             "ratios": {name: t.ratio(name, "tanh") for name in variants},
-            "parameter_tensors": {name: len(list(IsotropicMLP(widths, **kw).parameters()))
-                                  for name, kw in variants.items()},
-            "tanh_parameter_tensors": len(list(ElementwiseMLP(widths).parameters()))}
+            "parameter_tensors": {name: tensors[name] for name in variants},
+            "tanh_parameter_tensors": tensors["tanh"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,15 +334,15 @@ def _first_layer_parts(w: Tensor, repeats: int) -> dict[str, float]:
     w64 = w.double()
     gram = w64 @ w64.mT
     r = torch.linalg.qr(torch.randn(w.shape[0], w.shape[0], dtype=w.dtype))[0]
-    t = interleaved({
+    parts = {
         "gram_float64": lambda: w64 @ w64.mT,
         "eigvalsh_float64": lambda: torch.linalg.eigvalsh(gram),
         "eigh_float64": lambda: torch.linalg.eigh(gram),
         "rotation": lambda: r.mT @ w,
         "svd_float32": lambda: torch.linalg.svd(w, full_matrices=False),
-    }, repeats=repeats, warmup=1)
-    return {k: t.median(k) for k in ("gram_float64", "eigvalsh_float64", "eigh_float64",
-                                     "rotation", "svd_float32")}
+    }
+    t = interleaved(parts, repeats=repeats, warmup=1)
+    return {k: t.median(k) for k in parts}
 
 
 def t_med(t, name: str) -> float:

@@ -224,13 +224,15 @@ def _after_change(net: HiddenSpaceModel, k: int, change: StructuralChange, thres
         cache[k] = _Count(w.clone(), old.count + change.n, min(old.slack, threshold),
                           old.sigma_max)
     elif change.op == "neurodegeneration":
-        shift = 16.0 * max(w.shape) ** 0.5 * _eps(w.dtype) * old.sigma_max
+        shift = _rounding(w, old.sigma_max)
         if old.slack > shift:
             cache[k] = _Count(w.clone(), old.count - change.n, old.slack - shift, old.sigma_max)
 
 
-def _eps(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+def _rounding(w: torch.Tensor, sigma_max: float) -> float:
+    """``16 sqrt(max(m, n)) eps_w σ_max``: a generous bound on how far ``w``'s own rounding
+    (or that of a rotation computed in ``w``'s dtype) moves its singular values."""
+    return 16.0 * max(w.shape) ** 0.5 * torch.finfo(w.dtype).eps * sigma_max
 
 
 _GRAM_MIN_SIZE = 64 * 64
@@ -261,7 +263,6 @@ def _certified(w: torch.Tensor, threshold: float
     """:func:`strength_count` with its slack ``min |σ − τ| − tol``, ``σ_max`` and, for float32
     matrices no taller than wide, the float64 Gram ``w wᵀ`` it decomposed."""
     m, n = w.shape
-    pad = max(m - min(m, n), 0)
     if w.numel() < _GRAM_MIN_SIZE or w.dtype not in (torch.float32, torch.float64):
         return (*_reference_count(w, threshold), None)
     w64 = w.to(torch.float64)
@@ -269,14 +270,12 @@ def _certified(w: torch.Tensor, threshold: float
     lam = torch.linalg.eigvalsh(gram)
     sig = lam.clamp_min(0.0).sqrt()
     smax = float(sig.max()) if sig.numel() else 0.0
-    big = max(m, n)
-    tol = smax * (16.0 * big ** 0.5 * torch.finfo(w.dtype).eps
-                  + 4.0 * (big * torch.finfo(torch.float64).eps) ** 0.5)
+    tol = _rounding(w, smax) + 4.0 * (max(m, n) * torch.finfo(torch.float64).eps) ** 0.5 * smax
     gap = float((sig - threshold).abs().min()) if sig.numel() else math.inf
     left = gram if m <= n and w.dtype != torch.float64 else None
     if not gap > tol or not math.isfinite(smax):
         return (*_reference_count(w, threshold), left)
-    return int((sig <= threshold).sum()) + pad, gap - tol, smax, left
+    return int((sig <= threshold).sum()) + max(m - n, 0), gap - tol, smax, left
 
 
 def _reference_count(w: torch.Tensor, threshold: float) -> tuple[int, float, float]:
