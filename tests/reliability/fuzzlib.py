@@ -157,12 +157,13 @@ def make_optimizer(rng: random.Random, net: torch.nn.Module) -> tuple[str, torch
 
 # -- measurements ------------------------------------------------------------------------------
 
-def _logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _logits(net: torch.nn.Module, x: torch.Tensor, call=None):
+    """``call(x)`` (default ``net(x)``) in eval mode without gradients; the mode is restored."""
     was = net.training
     net.eval()
     try:
         with torch.no_grad():
-            return net(x)
+            return (call or net)(x)
     finally:
         net.train(was)
 
@@ -177,13 +178,7 @@ def _trace(net: torch.nn.Module, x: torch.Tensor) -> tuple[list, list, torch.Ten
     logits. The MLP reports them itself (:meth:`IsotropicMLP.trace`); the CNN calls
     ``act.forward_with_gain``, so that is wrapped per instance."""
     if isinstance(net, ip.IsotropicMLP):
-        was = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                t = net.trace(x)
-        finally:
-            net.train(was)
+        t = _logits(net, x, net.trace)
         return t["pre"], t["post"], t["logits"]
     ins, outs = [], []
     for act in net.activations:
