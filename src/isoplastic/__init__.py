@@ -12,7 +12,12 @@ from .activations import IsotropicActivation as IsotropicActivation
 from .activations import IsotropicTanh as IsotropicTanh
 from .activations import TanhProfile as TanhProfile
 from .core import Axis as Axis
+from .core import Change as Change
+from .core import HiddenLayer as HiddenLayer
 from .core import HiddenSpace as HiddenSpace
+from .core import HiddenSpaceModel as HiddenSpaceModel
+from .core import IsoplasticBlock as IsoplasticBlock
+from .core import hidden_spaces as hidden_spaces
 from .core import register_optimizer as register_optimizer
 from .core import transaction as transaction
 from .errors import IsoplasticError as IsoplasticError
@@ -21,10 +26,11 @@ from .errors import TopologyError as TopologyError
 from .errors import UnsupportedOptimizerError as UnsupportedOptimizerError
 from .linalg import ordered_svd as ordered_svd
 from .linalg import random_orthogonal as random_orthogonal
+from .nn import AffineChain as AffineChain
 from .nn import ElementwiseMLP as ElementwiseMLP
+from .nn import IsotropicCNN as IsotropicCNN
 from .nn import IsotropicMLP as IsotropicMLP
 from .nn import PsiMode as PsiMode
-from .nn.conv import IsotropicCNN as IsotropicCNN
 from .nn.parallel import parallel_forward as parallel_forward
 from .ops.diagonalise import SparsifyReport as SparsifyReport
 from .ops.diagonalise import count_nonzero as count_nonzero
@@ -36,6 +42,7 @@ from .ops.diagonalise import sparsity_closed_form as sparsity_closed_form
 from .ops.reparameterise import reparameterise as reparameterise
 from .topology.grow import neurogenesis as neurogenesis
 from .topology.policies import AbstractPolicy as AbstractPolicy
+from .topology.policies import ChangeRefused as ChangeRefused
 from .topology.policies import FixedTopology as FixedTopology
 from .topology.policies import ScaffoldPolicy as ScaffoldPolicy
 from .topology.policies import WidthSchedule as WidthSchedule

@@ -26,7 +26,28 @@ def eye(n):
     return torch.eye(n, dtype=torch.float64)
 
 
-BAD_INDEX = [-1, 2, 7, 1.0, "0", True]
+BAD_INDEX = [-1, 2, 7, 1.0, True]
+# A string is a space name (ip.hidden_spaces): "0" is valid for a bare chain; these are not.
+BAD_NAME = ["2", "x.0", "", "0.0"]
+
+
+@pytest.mark.parametrize("k", BAD_NAME, ids=repr)
+@pytest.mark.parametrize("op", ["reparameterise", "left_diagonalise", "singular_values",
+                                "neurogenesis", "neurodegeneration"])
+def test_unknown_space_name_raises_and_changes_nothing(op, k):
+    net, opt = make()
+    snap = snapshot(net, opt)
+    call = {
+        "reparameterise": lambda: ip.reparameterise(net, k, eye(5), opt),
+        "left_diagonalise": lambda: ip.left_diagonalise(net, k, opt),
+        "singular_values": lambda: ip.singular_values(net, k),
+        "neurogenesis": lambda: ip.neurogenesis(net, k, 1, opt),
+        "neurodegeneration": lambda: ip.neurodegeneration(net, k, 1, opt),
+    }[op]
+    with pytest.raises(ip.TopologyError, match=rf"{op}: no hidden space named {k!r}.*its hidden "
+                                               r"spaces are '0', '1'"):
+        call()
+    assert_identical(snap, net, opt)
 
 
 @pytest.mark.parametrize("k", BAD_INDEX, ids=repr)
@@ -115,7 +136,7 @@ def test_removing_bad_output_sets_raises_and_changes_nothing(indices):
     (lambda: eye(5) * 1.01, "R is not orthogonal"),
     (lambda: eye(5) + 1e-3 * torch.ones(5, 5, dtype=torch.float64), "R is not orthogonal"),
     (lambda: torch.zeros(5, 5, dtype=torch.float64), "R is not orthogonal"),
-    (lambda: eye(6), r"R has shape \(6, 6\); hidden layer 0 has 5 neurons"),
+    (lambda: eye(6), r"R has shape \(6, 6\); hidden layer 0 has 5 coordinates"),
     (lambda: eye(5)[:, :4], r"R has shape \(5, 4\)"),
     (lambda: eye(5).reshape(1, 5, 5), r"R has shape \(1, 5, 5\)"),
     (lambda: [[1.0]], "R has shape list"),

@@ -52,7 +52,7 @@ def test_refuses_claimed_diagonal_layers_that_are_not_diagonal():
         compile_sparse(net, diagonal=[2])
     with pytest.raises(ip.TopologyError, match="out of range"):
         compile_sparse(net, diagonal=[9])
-    with pytest.raises(ip.TopologyError, match="isotropic MLP"):
+    with pytest.raises(ip.TopologyError, match="ElementwiseMLP does not declare hidden spaces"):
         compile_sparse(ip.ElementwiseMLP([4, 3, 2]))
     sp = compile_sparse(net, diagonal=[])  # all dense: still the same function
     x = torch.randn(3, 8, dtype=torch.float64)

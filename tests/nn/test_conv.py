@@ -91,9 +91,8 @@ def test_config_rebuilds_after_structural_changes():
     ip.neurogenesis(net, 1, 2)
     ip.neurodegeneration(net, 3, 1)
     ip.add_inputs(net, 1)
-    cfg = net.config()
-    assert cfg.pop("kind") == "cnn"
-    twin = IsotropicCNN(**cfg).to(DT)
+    assert net.kind == "cnn"
+    twin = type(net)(**net.config()).to(DT)
     twin.load_state_dict(net.state_dict())
     x = inputs(1, net)
     assert torch.equal(twin(x), net(x))

@@ -137,10 +137,7 @@ def build_net(rng: random.Random, gen: torch.Generator, arch: str) -> torch.nn.M
 
 def rebuild(net: torch.nn.Module) -> torch.nn.Module:
     """A fresh network of the current architecture, from ``net.config()``."""
-    cfg = dict(net.config())
-    kind = cfg.pop("kind")
-    cls = ip.IsotropicMLP if kind == "mlp" else IsotropicCNN
-    return cls(**cfg).double()
+    return type(net)(**net.config()).double()
 
 
 def make_optimizer(rng: random.Random, net: torch.nn.Module) -> tuple[str, torch.optim.Optimizer]:

@@ -31,7 +31,7 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
     for arm, net in ckpt.nets.items():
         arch = net.config()
         n_params = sum(p.numel() for p in net.parameters())
-        click.echo(f"  {arm}: {arch['kind']}, widths {net.widths}  intrinsic_length "
+        click.echo(f"  {arm}: {net.kind}, widths {net.widths}  intrinsic_length "
                    f"{arch['intrinsic_length']}  psi {arch['psi']}  parameters {n_params}")
     click.echo("spectra (adaptive):")
     net = ckpt.nets["adaptive"]

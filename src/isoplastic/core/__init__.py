@@ -1,8 +1,13 @@
-"""The hidden-space mechanism: axes, spaces, primitives and optimizer-state transport."""
+"""The hidden-space mechanism: axes, spaces, the change pipeline, optimizer-state transport and
+the model contract."""
 
+from .change import Change as Change
+from .change import Journal as Journal
+from .change import transaction as transaction
+from .model import HiddenLayer as HiddenLayer
+from .model import HiddenSpaceModel as HiddenSpaceModel
+from .model import IsoplasticBlock as IsoplasticBlock
+from .model import hidden_spaces as hidden_spaces
 from .optim_state import register_optimizer as register_optimizer
 from .space import Axis as Axis
-from .space import HiddenLayer as HiddenLayer
 from .space import HiddenSpace as HiddenSpace
-from .space import HiddenSpaceModel as HiddenSpaceModel
-from .space import transaction as transaction

@@ -182,26 +182,18 @@ def transport_state(
         state[key] = cmap.apply(value, dim, STATE_KINDS[key])
 
 
-def snapshot_state(optimizer: torch.optim.Optimizer | None, params: Iterable[Tensor]) -> dict:
-    """Copies of the optimizer state of ``params`` (for rolling back a failed change)."""
-    if optimizer is None:
-        return {}
-    snap = {}
-    for p in params:
-        if p in optimizer.state:
-            snap[p] = {
-                k: (v.clone() if isinstance(v, Tensor) else v) for k, v in optimizer.state[p].items()
-            }
-    return snap
+def state_entry(optimizer: torch.optim.Optimizer, param: Tensor) -> object:
+    """A shallow copy of ``param``'s state entry (its tensors by reference), or ``None``.
+
+    Transport replaces state tensors instead of writing into them, so the references stay the
+    originals; :func:`restore_entry` puts them back."""
+    entry = optimizer.state.get(param)
+    return None if entry is None else dict(entry)
 
 
-def restore_state(optimizer: torch.optim.Optimizer | None, params: Iterable[Tensor],
-                  snap: dict) -> None:
-    """Put back what :func:`snapshot_state` recorded."""
-    if optimizer is None:
-        return
-    for p in params:
-        if p in snap:
-            optimizer.state[p] = snap[p]
-        elif p in optimizer.state:
-            del optimizer.state[p]
+def restore_entry(optimizer: torch.optim.Optimizer, param: Tensor, entry: object) -> None:
+    """Undo everything done to ``param``'s state since :func:`state_entry` returned ``entry``."""
+    if entry is None:
+        optimizer.state.pop(param, None)
+    else:
+        optimizer.state[param] = dict(entry)  # type: ignore[call-overload]

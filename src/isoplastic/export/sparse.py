@@ -27,7 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..core.model import IsoplasticBlock, require_blocks
 from ..errors import TopologyError
+from ..nn.chain import AffineChain
 
 
 def _is_diagonal(w: Tensor) -> bool:
@@ -103,29 +105,46 @@ class SparseMLP(nn.Module):
 
 
 @torch.no_grad()
-def compile_sparse(net: nn.Module, diagonal: str | Sequence[int] = "sparsify") -> SparseMLP:
-    """Build a :class:`SparseMLP` computing the same function as ``net``.
+def compile_sparse(net: nn.Module, diagonal: str | Sequence[int] = "sparsify") -> nn.Module:
+    """Build a module computing the same function as ``net`` with diagonal layers as scalings.
+
+    For a bare :class:`~isoplastic.IsotropicMLP` this returns a :class:`SparseMLP`. For a
+    composite model it returns a copy of the model in eval mode in which every isoplastic block
+    is replaced by its :class:`SparseMLP` (the other modules are copied as they are).
 
     Args:
         net: an :class:`~isoplastic.IsotropicMLP` (``psi`` of any mode; ``"expectation"`` has no
-            ψ vectors and needs nothing extra at inference).
-        diagonal: which ``linears[i]`` to evaluate as diagonals. ``"sparsify"`` (default): the
-            layers :func:`isoplastic.sparsify` diagonalises, ``i = 1, 3, 5, … ≤ n_hidden − 1``;
-            ``"auto"``: every layer whose off-diagonal entries are all exactly zero; or a list
-            of indices.
+            ψ vectors and needs nothing extra at inference), or a module holding such blocks.
+        diagonal: which ``linears[i]`` of each block to evaluate as diagonals. ``"sparsify"``
+            (default): the layers :func:`isoplastic.sparsify` diagonalises,
+            ``i = 1, 3, 5, … ≤ n_hidden − 1``; ``"auto"``: every layer whose off-diagonal
+            entries are all exactly zero; or a list of indices.
 
     Raises:
-        TopologyError: ``net`` is not an isotropic MLP, an index is out of range, or a layer
-            claimed to be diagonal has a non-zero off-diagonal entry (run
+        TopologyError: a block is not a chain of dense layers, an index is out of range, or a
+            layer claimed to be diagonal has a non-zero off-diagonal entry (run
             :func:`isoplastic.sparsify` first, or pass ``diagonal="auto"``).
     """
-    linears = getattr(net, "linears", None)
-    acts = getattr(net, "activations", None)
-    if linears is None or acts is None or not all(hasattr(a, "forward_with_gain") for a in acts):
+    found = require_blocks(net, "compile_sparse")
+    if "" in found:
+        return _compile_block(found[""], diagonal)
+    out = copy.deepcopy(net)
+    for name in found:
+        parent_name, _, attr = name.rpartition(".")
+        parent = out.get_submodule(parent_name)
+        setattr(parent, attr, _compile_block(out.get_submodule(name), diagonal))
+    return out.eval()
+
+
+def _compile_block(net: IsoplasticBlock, diagonal: str | Sequence[int]) -> SparseMLP:
+    layers = net.affines() if isinstance(net, AffineChain) else []
+    if not layers or not all(type(a) is nn.Linear for a in layers):
         raise TopologyError(
-            f"compile_sparse: {type(net).__name__} is not an isotropic MLP (it needs .linears and "
-            "isotropic .activations); pass an isoplastic.IsotropicMLP"
+            f"compile_sparse: {type(net).__name__} is not a chain of dense layers (it needs "
+            "nn.Linear maps between its hidden spaces, as isoplastic.IsotropicMLP has); "
+            "convolutional blocks have no sparse form yet"
         )
+    linears, acts = layers, net.activations
     n_lin = len(linears)
     if diagonal == "sparsify":
         claimed = list(range(1, n_lin - 1, 2))
@@ -152,7 +171,7 @@ def compile_sparse(net: nn.Module, diagonal: str | Sequence[int] = "sparsify") -
                 "diagonal='auto' to keep such layers dense"
             )
     kinds = ["diagonal" if i in claimed else "dense" for i in range(n_lin)]
-    psi = list(net.psi) if len(getattr(net, "psi", [])) else None
+    psi = list(net.psi) if len(net.psi) else None
     sp = SparseMLP([lin.weight.detach() for lin in linears], [lin.bias.detach() for lin in linears],
                    kinds, copy.deepcopy(acts), psi)
     return sp.eval()

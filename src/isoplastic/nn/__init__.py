@@ -1,5 +1,7 @@
 """Networks built from isotropic layers, and element-wise baselines with the same layout."""
 
 from .baselines import ElementwiseMLP as ElementwiseMLP
+from .chain import AffineChain as AffineChain
+from .chain import PsiMode as PsiMode
+from .conv import IsotropicCNN as IsotropicCNN
 from .mlp import IsotropicMLP as IsotropicMLP
-from .mlp import PsiMode as PsiMode

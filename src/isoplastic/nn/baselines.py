@@ -4,7 +4,8 @@
 :class:`~isoplastic.nn.mlp.IsotropicMLP`), ``activations`` (``nn.Tanh`` or ``nn.ReLU``) and an empty
 ``psi``. It declares no hidden spaces: element-wise activations commute only with permutations and
 sign flips, so rotations, diagonalisation, and growth or pruning through them are not exact, and
-every structural operation refuses it with a :class:`~isoplastic.errors.TopologyError`.
+it is not an :class:`~isoplastic.core.IsoplasticBlock`, so every structural operation refuses it with a
+:class:`~isoplastic.errors.TopologyError`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import TopologyError
 from .mlp import AffineStack, _check_widths, init_affine
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -29,6 +29,8 @@ class ElementwiseMLP(AffineStack):
         >>> base(torch.randn(2, 64)).shape
         torch.Size([2, 10])
     """
+
+    kind = "elementwise"
 
     def __init__(self, widths: Sequence[int], activation: str = "tanh", init: str = "orthogonal",
                  generator: torch.Generator | None = None) -> None:
@@ -52,16 +54,5 @@ class ElementwiseMLP(AffineStack):
     def psi_penalty(self) -> Tensor:
         return torch.zeros((), device=self.linears[0].weight.device)
 
-    def hidden_space(self, k: int | None = None):
-        raise TopologyError(
-            f"ElementwiseMLP ({self.activation_name}) has no rotation symmetry: its neurons are "
-            "individuated, so reparameterisation, diagonalisation, neurogenesis and "
-            "neurodegeneration would change its function. Use isoplastic.IsotropicMLP"
-        )
-
-    hidden_layer = hidden_space
-    input_space = hidden_space
-    output_space = hidden_space
-
     def config(self) -> dict:
-        return {"kind": "elementwise", "widths": self.widths, "activation": self.activation_name}
+        return {"widths": self.widths, "activation": self.activation_name}

@@ -38,9 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..activations import AbstractRadialProfile, IsotropicActivation
-from ..core.space import Axis, HiddenLayer, HiddenSpace
 from ..errors import TopologyError
-from .mlp import INITS, PsiMode, psi_penalty
+from .chain import AffineChain, check_init, check_input_dtype, init_affine
 
 PADDINGS = ("same", "valid")
 POOLINGS = ("mean", "flatten")
@@ -87,7 +86,7 @@ def _as_list(value: int | Sequence[int], n: int, what: str) -> list[int]:
     return out
 
 
-class IsotropicCNN(nn.Module):
+class IsotropicCNN(AffineChain):
     """Convolutions with channel-wise isotropic activations, then a pooled or flattened
     isotropic MLP head; every channel space and head layer is a hidden space.
 
@@ -164,14 +163,12 @@ class IsotropicCNN(nn.Module):
             raise ValueError(f"kernel_sizes={kernels}: padding='same' needs odd kernels")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r}; choose 'mean' or 'flatten'")
-        if init not in INITS:
-            raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
+        check_init(init)
 
+        self._init_chain(psi, psi_decay)
         self.padding = padding
         self.pooling = pooling
         self.kernel_sizes = kernels
-        self.psi_mode = PsiMode.parse(psi)
-        self.psi_decay = float(psi_decay)
         c_in, height, width = in_shape
         self.spatial: list[tuple[int, int]] = []  # output (H, W) of every convolution
         for s in kernels:
@@ -198,39 +195,24 @@ class IsotropicCNN(nn.Module):
             + [IsotropicActivation(profile, intrinsic_length, eps=eps, dim=-1,
                                    small_ball=small_ball) for _ in head]
         )
-        self.psi = nn.ParameterList()
-        if self.psi_mode.has_vectors:
-            trainable = self.psi_mode is not PsiMode.CONSTANT
-            for n_next in channels[1:] + outs:
-                self.psi.append(nn.Parameter(torch.zeros(n_next), requires_grad=trainable))
-        self._init_weights(init, generator)
-        self._mean_gains: list[Tensor | None] = [None] * self.n_hidden
+        self._build_psi(channels[1:] + outs)
+        init_affine(self.affines(), init, generator)
         self.check_invariants()
 
-    # -- construction helpers -------------------------------------------------------------------
-    def _affines(self) -> list[nn.Module]:
+    kind = "cnn"
+
+    def affines(self) -> list[nn.Module]:
         """Every weighted layer in order: convolutions, ``head_in``, head linears."""
         return list(self.convs) + [self.head_in] + list(self.linears)
 
-    @torch.no_grad()
-    def _init_weights(self, init: str, generator: torch.Generator | None) -> None:
-        for layer in self._affines():
-            if init == "orthogonal":
-                nn.init.orthogonal_(layer.weight, generator=generator)
-            elif init == "xavier_normal":
-                nn.init.xavier_normal_(layer.weight, generator=generator)
-            else:
-                nn.init.xavier_uniform_(layer.weight, generator=generator)
-            layer.bias.zero_()
+    def space_label(self, k: int) -> str:
+        kind = "channel space" if k < self.n_conv else "head layer"
+        return f"hidden layer {k} ({kind})"
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
     def n_conv(self) -> int:
         return len(self.convs)
-
-    @property
-    def n_hidden(self) -> int:
-        return len(self.convs) + len(self.linears)
 
     @property
     def channels(self) -> list[int]:
@@ -246,7 +228,7 @@ class IsotropicCNN(nn.Module):
     def widths(self) -> list[int]:
         """``[C_in, c_0, ..., c_{K-1}, m_0, ..., m_{H-1}, n_classes]`` (current)."""
         return ([int(self.convs[0].weight.shape[1])] + self.channels + self.head_widths
-                + [int(self._affines()[-1].weight.shape[0])])
+                + [int(self.affines()[-1].weight.shape[0])])
 
     def sync_shapes(self) -> None:
         """Refresh the size attributes of every layer after a resize."""
@@ -261,7 +243,7 @@ class IsotropicCNN(nn.Module):
         """Raise :class:`TopologyError` if consecutive layers disagree on a width."""
         self.sync_shapes()
         w = self.widths
-        affines = self._affines()
+        affines = self.affines()
         expect_in = w[:-1]
         for i, layer in enumerate(affines):
             shape = tuple(layer.weight.shape)
@@ -296,6 +278,7 @@ class IsotropicCNN(nn.Module):
         return F.avg_pool2d(g, s, stride=1, padding=pad, count_include_pad=True)
 
     def _check_input(self, x: Tensor) -> None:
+        check_input_dtype(self, x, self.convs[0].weight)
         c = int(self.convs[0].weight.shape[1])
         if x.dim() != 4 or x.shape[1] != c or tuple(x.shape[2:]) != self.in_hw:
             raise ValueError(f"IsotropicCNN expects inputs of shape (batch, {c}, {self.in_hw[0]}, "
@@ -328,8 +311,7 @@ class IsotropicCNN(nn.Module):
                 z = z + self.psi[k] * g
         if record:
             for k, gk in enumerate(gains):
-                if gk.numel():  # an empty batch has no mean gain: keep the last recorded one
-                    self._mean_gains[k] = gk.detach().mean()
+                self._note_gain(k, gk)
         return z, gains
 
     def forward(self, x: Tensor) -> Tensor:
@@ -340,68 +322,10 @@ class IsotropicCNN(nn.Module):
         the head."""
         return self._run(x, False)[1]
 
-    def psi_penalty(self) -> Tensor:
-        """``λ Σ_k ‖ψ_k‖²`` for ``psi="trainable+decay"``, else 0 (add it to the training loss)."""
-        return psi_penalty(self.psi, self.psi_mode, self.psi_decay, self.convs[0].weight)
-
-    # -- hidden spaces (the contract with isoplastic.core) --------------------------------------
-    def _incoming(self, k: int) -> nn.Module:
-        return self._affines()[k]
-
-    def _outgoing(self, k: int) -> nn.Module:
-        return self._affines()[k + 1]
-
-    def hidden_space(self, k: int) -> HiddenSpace:
-        inc, out = self._incoming(k), self._outgoing(k)
-        axes = [Axis(inc, "weight", 0, "incoming"), Axis(inc, "bias", 0, "bias")]
-        if len(self.psi) and k >= 1:
-            axes.append(Axis(self.psi, str(k - 1), 0, "psi"))
-        axes.append(Axis(out, "weight", 1, "outgoing"))
-        kind = "channel space" if k < self.n_conv else "head layer"
-        return HiddenSpace(f"hidden layer {k} ({kind})", axes)
-
-    def outgoing_matrix(self, k: int) -> Tensor:
-        """``(n_next, n_k)``: the next pre-activation produced by a spatially constant unit
-        signal ``h_j ≡ 1`` in coordinate ``j`` (away from zero-padded borders): the next kernel
-        summed over its taps (``Σ_t W_{:, j, t}``), the head weight summed over positions, or the
-        dense weight."""
-        w = self._outgoing(k).weight.detach()
-        if w.dim() == 4:
-            return w.sum(dim=(2, 3))
-        if w.dim() == 3:
-            return w.sum(dim=2)
-        return w
-
-    def hidden_layer(self, k: int) -> HiddenLayer:
-        g = self._mean_gains[k]
-        inc, out = self._incoming(k), self._outgoing(k)
-        return HiddenLayer(
-            space=self.hidden_space(k),
-            incoming=inc.weight,
-            bias=inc.bias,
-            outgoing=self.outgoing_matrix(k),
-            activation=self.activations[k],
-            next_psi=self.psi[k] if len(self.psi) else None,
-            next_bias=out.bias,
-            # a NaN/Inf mean gain (a batch holding NaN inputs) must not be folded into a bias
-            mean_gain=None if g is None or not torch.isfinite(g) else float(g),
-        )
-
-    def input_space(self) -> HiddenSpace:
-        return HiddenSpace("input channels", [Axis(self.convs[0], "weight", 1, "outgoing")])
-
-    def output_space(self) -> HiddenSpace:
-        last = self._affines()[-1]
-        axes = [Axis(last, "weight", 0, "incoming"), Axis(last, "bias", 0, "bias")]
-        if len(self.psi):
-            axes.append(Axis(self.psi, str(len(self.psi) - 1), 0, "psi"))
-        return HiddenSpace("output", axes)
-
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture (used by checkpoints)."""
         act = self.activations[0]
         return {
-            "kind": "cnn",
             "in_shape": [self.widths[0], *self.in_hw],
             "channels": self.channels,
             "kernel_sizes": list(self.kernel_sizes),

@@ -16,57 +16,16 @@ intrinsic length), ``psi[k]`` (ψ vector added to ``linears[k+1]``'s output, sha
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from enum import Enum
 
 import torch
 from torch import Tensor, nn
 
 from ..activations import AbstractRadialProfile, IsotropicActivation
-from ..core.space import Axis, HiddenLayer, HiddenSpace
 from ..errors import TopologyError
+from .chain import INITS, AffineChain, PsiMode, check_input_dtype, init_affine, psi_penalty
 
-
-class PsiMode(str, Enum):
-    """How the ψ ("linear-correction") vectors are kept.
-
-    * ``none``: no ψ; a removed neuron's output ``b* w*`` is lost.
-    * ``constant``: ψ present, not trained (``requires_grad=False``), changed only by
-      neurodegeneration.
-    * ``trainable``: ψ trained.
-    * ``trainable+decay``: ψ trained, and :meth:`IsotropicMLP.psi_penalty` adds
-      ``λ Σ‖ψ‖²`` (``λ = 0.1``) for the training loss to include.
-    * ``expectation``: no ψ; neurodegeneration adds ``mean(g) b* w*`` to the next bias instead.
-    """
-
-    NONE = "none"
-    CONSTANT = "constant"
-    TRAINABLE = "trainable"
-    TRAINABLE_DECAY = "trainable+decay"
-    EXPECTATION = "expectation"
-
-    @classmethod
-    def parse(cls, value: str | PsiMode) -> PsiMode:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"psi={value!r} is not a known mode; choose one of {choices}") from None
-
-    @property
-    def has_vectors(self) -> bool:
-        return self in (PsiMode.CONSTANT, PsiMode.TRAINABLE, PsiMode.TRAINABLE_DECAY)
-
-
-def psi_penalty(psi: nn.ParameterList, mode: PsiMode, decay: float, like: Tensor) -> Tensor:
-    """``λ Σ_k ‖ψ_k‖²`` for ``mode="trainable+decay"`` (one concatenation and one dot product,
-    a handful of kernels however many layers), else a zero on ``like``'s device."""
-    if mode is not PsiMode.TRAINABLE_DECAY or not len(psi):
-        return torch.zeros((), device=like.device)
-    flat = torch.cat(list(psi))
-    return decay * torch.dot(flat, flat)
-
-
-INITS = ("orthogonal", "xavier_normal", "xavier_uniform")
+__all__ = ["INITS", "AffineStack", "IsotropicMLP", "PsiMode", "init_affine", "psi_penalty",
+           "sparsity_closed_form"]
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:
@@ -79,19 +38,20 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
     return widths
 
 
-def init_affine(linears: nn.ModuleList, init: str, generator: torch.Generator | None) -> None:
-    """Initialise weights (orthogonal, Xavier normal or uniform) and zero the biases."""
-    if init not in INITS:
-        raise ValueError(f"init={init!r}; choose one of {', '.join(INITS)}")
-    with torch.no_grad():
-        for lin in linears:
-            if init == "orthogonal":
-                nn.init.orthogonal_(lin.weight, generator=generator)
-            elif init == "xavier_normal":
-                nn.init.xavier_normal_(lin.weight, generator=generator)
-            else:
-                nn.init.xavier_uniform_(lin.weight, generator=generator)
-            lin.bias.zero_()
+def sparsity_closed_form(widths: list[int]) -> float:
+    r"""Fraction of weight entries that alternating full diagonalisation makes zero.
+
+    .. math:: \frac{\sum_{k=1,3,5,\dots\le H} (n_k n_{k+1} - \min(n_k, n_{k+1}))}
+                   {\sum_{i} n_i n_{i+1}}
+
+    with ``widths = [n_0, …, n_L]`` and ``H = L − 2`` hidden-to-hidden maps (``linears[k]``,
+    ``1 ≤ k ≤ L − 2``). Assumes the other weight entries are non-zero (true for generic weights).
+    """
+    total = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    n_maps = len(widths) - 1
+    zeroed = sum(widths[k] * widths[k + 1] - min(widths[k], widths[k + 1])
+                 for k in range(1, n_maps - 1, 2))
+    return zeroed / total
 
 
 class AffineStack(nn.Module):
@@ -128,16 +88,7 @@ class AffineStack(nn.Module):
                 raise TopologyError(f"psi[{k}] has shape {tuple(p.shape)}, expected ({w[k + 2]},)")
 
     def _flatten(self, x: Tensor) -> Tensor:
-        weight = self.linears[0].weight
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor of inputs; got "
-                            f"{type(x).__name__}")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            fix = f"convert the inputs with x.to({weight.dtype})"
-            if x.is_floating_point():
-                fix += f" or the network with net.to({x.dtype})"
-            raise TypeError(f"{type(self).__name__} has {weight.dtype} parameters but got "
-                            f"{x.dtype} inputs; {fix}")
+        x = check_input_dtype(self, x, self.linears[0].weight)
         x = x.flatten(1) if x.dim() > 2 else x
         if x.dim() != 2 or x.shape[1] != self.widths[0]:
             raise ValueError(
@@ -147,7 +98,7 @@ class AffineStack(nn.Module):
         return x
 
 
-class IsotropicMLP(AffineStack):
+class IsotropicMLP(AffineStack, AffineChain):
     """Isotropic MLP with intrinsic lengths and optional ψ vectors (paper-notes §8.1).
 
     Args:
@@ -186,21 +137,20 @@ class IsotropicMLP(AffineStack):
     ) -> None:
         super().__init__()
         widths = _check_widths(widths)
-        self.psi_mode = PsiMode.parse(psi)
-        self.psi_decay = float(psi_decay)
+        self._init_chain(psi, psi_decay)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.activations = nn.ModuleList(
             IsotropicActivation(profile, intrinsic_length, eps=eps, small_ball=small_ball)
             for _ in widths[1:-1]
         )
-        self.psi = nn.ParameterList()
-        if self.psi_mode.has_vectors:
-            trainable = self.psi_mode is not PsiMode.CONSTANT
-            for w in widths[2:]:
-                self.psi.append(nn.Parameter(torch.zeros(w), requires_grad=trainable))
+        self._build_psi(widths[2:])
         init_affine(self.linears, init, generator)
-        self._mean_gains: list[Tensor | None] = [None] * (len(widths) - 2)
         self.check_invariants()
+
+    kind = "mlp"
+
+    def affines(self) -> list[nn.Module]:
+        return list(self.linears)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._run(x, None)
@@ -241,10 +191,7 @@ class IsotropicMLP(AffineStack):
         z = self.linears[0](self._flatten(x))  # (batch, n_1)
         for k, act in enumerate(self.activations):
             g = act.gain(z)  # (batch, 1)
-            # an empty batch has no mean gain (its mean is NaN, which a removal would fold
-            # into the next bias): keep the last recorded one
-            if self.training and self.psi_mode is PsiMode.EXPECTATION and g.numel():
-                self._mean_gains[k] = g.detach().mean()  # folded into a bias on removal
+            self._note_gain(k, g)
             if record is not None:
                 record(k, z, g)
             lin = self.linears[k + 1]
@@ -253,48 +200,13 @@ class IsotropicMLP(AffineStack):
             z = torch.addcmul(lin.bias, u, g.to(u.dtype))
         return z
 
-    def psi_penalty(self) -> Tensor:
-        """``λ Σ_k ‖ψ_k‖²`` for ``psi="trainable+decay"``, else 0 (add it to the training loss)."""
-        return psi_penalty(self.psi, self.psi_mode, self.psi_decay, self.linears[0].weight)
-
-    # -- hidden spaces (the contract with isoplastic.core) ------------------------------------
-    def hidden_space(self, k: int) -> HiddenSpace:
-        axes = [Axis(self.linears[k], "weight", 0, "incoming"),
-                Axis(self.linears[k], "bias", 0, "bias")]
-        if len(self.psi) and k >= 1:
-            axes.append(Axis(self.psi, str(k - 1), 0, "psi"))
-        axes.append(Axis(self.linears[k + 1], "weight", 1, "outgoing"))
-        return HiddenSpace(f"hidden layer {k}", axes)
-
-    def hidden_layer(self, k: int) -> HiddenLayer:
-        g = self._mean_gains[k]
-        return HiddenLayer(
-            space=self.hidden_space(k),
-            incoming=self.linears[k].weight,
-            bias=self.linears[k].bias,
-            outgoing=self.linears[k + 1].weight,
-            activation=self.activations[k],
-            next_psi=self.psi[k] if len(self.psi) else None,
-            next_bias=self.linears[k + 1].bias,
-            # a NaN/Inf mean gain (a batch holding NaN inputs) must not be folded into a bias
-            mean_gain=None if g is None or not torch.isfinite(g) else float(g),
-        )
-
-    def input_space(self) -> HiddenSpace:
-        return HiddenSpace("input", [Axis(self.linears[0], "weight", 1, "outgoing")])
-
-    def output_space(self) -> HiddenSpace:
-        axes = [Axis(self.linears[-1], "weight", 0, "incoming"),
-                Axis(self.linears[-1], "bias", 0, "bias")]
-        if len(self.psi):
-            axes.append(Axis(self.psi, str(len(self.psi) - 1), 0, "psi"))
-        return HiddenSpace("output", axes)
+    def sparsity_closed_form(self) -> float | None:
+        return sparsity_closed_form(self.widths)
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture (used by checkpoints)."""
         act = self.activations[0] if len(self.activations) else None
         return {
-            "kind": "mlp",
             "widths": self.widths,
             "intrinsic_length": act.mode.value if act is not None else "none",
             "psi": self.psi_mode.value,

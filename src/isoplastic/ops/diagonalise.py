@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ..core.space import HiddenSpaceModel, transaction
+from ..core.change import Change
+from ..core.model import resolve, resolve_all, space_name
 from ..errors import TopologyError
 from ..linalg import left_singular_basis, ordered_svd
-from ..nn.mlp import IsotropicMLP
-from ._common import prepare
+from ..nn.mlp import sparsity_closed_form as sparsity_closed_form
 
 NONZERO_THRESHOLD = 1e-4
 
@@ -36,22 +36,25 @@ def neuron_strengths(s: Tensor, width: int) -> Tensor:
 
 
 @torch.no_grad()
-def singular_values(net: HiddenSpaceModel, k: int) -> Tensor:
+def singular_values(net: nn.Module, k: int | str) -> Tensor:
     """One strength per neuron of hidden layer ``k``, shape ``(n_k,)``, descending.
 
     These are the singular values of the incoming weight ``W_k`` (as an ``(n_k, fan_in)``
     matrix), padded with exact zeros when ``n_k > fan_in``: after :func:`left_diagonalise` neuron
     ``i``'s incoming row has norm ``σ_i``, and the extra neurons have zero rows. (The paper's code
     counts only the ``min(n_k, fan_in)`` explicit values; padding makes the scaffold count of
-    :func:`~isoplastic.neuroadapt` right for layers wider than their input.)
+    :func:`~isoplastic.neuroadapt` right for layers wider than their input.) ``k`` is an index of
+    a bare block or a name from :func:`~isoplastic.hidden_spaces`.
     """
-    prepare(net, "singular_values", k, None)
-    w = net.hidden_layer(k).incoming_matrix()
+    block, k, _ = resolve(net, k, "singular_values")
+    layer = block.hidden_layer(k)
+    layer.space.check_finite()
+    w = layer.incoming_matrix()
     return neuron_strengths(torch.linalg.svdvals(w), w.shape[0])
 
 
 @torch.no_grad()
-def left_diagonalise(net: HiddenSpaceModel, k: int,
+def left_diagonalise(net: nn.Module, k: int | str,
                      optimizer: torch.optim.Optimizer | None = None) -> Tensor:
     r"""Rotate hidden layer ``k`` into the left singular basis of ``W_k``; function unchanged.
 
@@ -60,51 +63,59 @@ def left_diagonalise(net: HiddenSpaceModel, k: int,
     Returns:
         the neuron strengths (singular values padded with zeros), shape ``(n_k,)``.
     """
-    (space,) = prepare(net, "left_diagonalise", k, optimizer)
-    w = net.hidden_layer(k).incoming_matrix()
+    block, k, name = resolve(net, k, "left_diagonalise")
+    layer = block.hidden_layer(k)
+    change = Change(f"left_diagonalise(net, k={name})", optimizer)
+    change.validate_space(layer.space)
+    w = layer.incoming_matrix()
     u, s = left_singular_basis(w)
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        space.rotate(u, optimizer)
-        net.check_invariants()
+    change.rotate(layer.space, u, check_orthogonal=False).apply()
     return neuron_strengths(s, w.shape[0])
 
 
+def _plan_full(change: Change, block, k: int, name: str) -> Tensor:
+    """Add the steps of one full diagonalisation of ``block``'s layer ``k`` to ``change``."""
+    space_k, space_prev = block.hidden_space(k), block.hidden_space(k - 1)
+    change.validate_space(space_k)
+    change.validate_space(space_prev)
+    if not block.can_full_diagonalise(k):
+        fan_in = block.hidden_layer(k).incoming_matrix().shape[1]
+        raise TopologyError(
+            f"full_diagonalise(net, k={name}): the weight into hidden layer {k} has fan-in "
+            f"{fan_in} but hidden layer {k - 1} has {space_prev.size} channels; only 1×1 "
+            "kernels (or dense layers) can be fully diagonalised, use left_diagonalise instead"
+        )
+    inc = block.hidden_layer(k).incoming
+    w = inc.detach().reshape(inc.shape[0], -1)
+    u, s, v = ordered_svd(w)
+    diag = torch.zeros(w.shape, dtype=inc.dtype, device=inc.device)
+    m = s.shape[0]
+    diag[torch.arange(m), torch.arange(m)] = s.to(inc.dtype)
+    change.rotate(space_k, u, check_orthogonal=False)
+    change.rotate(space_prev, v, check_orthogonal=False)
+    change.assign(inc, diag.reshape(inc.shape))
+    return s
+
+
 @torch.no_grad()
-def full_diagonalise(net: HiddenSpaceModel, k: int,
+def full_diagonalise(net: nn.Module, k: int | str,
                      optimizer: torch.optim.Optimizer | None = None) -> Tensor:
     r"""Make ``W_k`` rectangular diagonal by rotating hidden spaces ``k`` (by ``U``) and ``k−1``
     (by ``V``); the function is unchanged.
 
     ``W_k ← Σ``, ``(b_k, ψ_{k-1}, W_{k+1}) ← (Uᵀb_k, Uᵀψ_{k-1}, W_{k+1}U)`` and
     ``(W_{k-1}, b_{k-1}, ψ_{k-2}, W_k) ← (VᵀW_{k-1}, Vᵀb_{k-1}, Vᵀψ_{k-2}, ·V)``. Valid for
-    ``1 ≤ k ≤ n_hidden − 1`` (both sides of ``W_k`` must be isotropic hidden spaces) and, for
-    convolutions, only 1×1 kernels. The round-off left off the diagonal (below float eps · ‖W‖)
-    is set to exact zeros.
+    ``1 ≤ k ≤ n_hidden − 1`` of a block (both sides of ``W_k`` must be isotropic hidden spaces)
+    and, for convolutions, only 1×1 kernels. The round-off left off the diagonal (below float
+    eps · ‖W‖) is set to exact zeros.
 
     Returns:
         the singular values ``Σ``, shape ``(min(n_k, n_{k-1}),)``.
     """
-    spaces = prepare(net, "full_diagonalise", k, optimizer, lo=1,
-                     spaces=lambda: [net.hidden_space(k), net.hidden_space(k - 1)])
-    space_k, space_prev = spaces
-    layer = net.hidden_layer(k)
-    w = layer.incoming_matrix()
-    if w.shape[1] != space_prev.size:
-        raise TopologyError(
-            f"full_diagonalise(net, k={k}): the weight into hidden layer {k} has fan-in "
-            f"{w.shape[1]} but hidden layer {k - 1} has {space_prev.size} channels; only 1×1 "
-            "kernels (or dense layers) can be fully diagonalised, use left_diagonalise instead"
-        )
-    u, s, v = ordered_svd(w)
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        space_k.rotate(u, optimizer)
-        space_prev.rotate(v, optimizer)
-        inc = net.hidden_layer(k).incoming
-        diag = torch.zeros(w.shape, dtype=inc.dtype, device=inc.device)
-        m = s.shape[0]
-        diag[torch.arange(m), torch.arange(m)] = s.to(inc.dtype)
-        inc.data.copy_(diag.reshape(inc.shape))
-        net.check_invariants()
+    block, k, name = resolve(net, k, "full_diagonalise", lo=1)
+    change = Change(f"full_diagonalise(net, k={name})", optimizer)
+    s = _plan_full(change, block, k, name)
+    change.apply()
     return s
 
 
@@ -123,27 +134,11 @@ def weight_zero_fraction(net: nn.Module) -> float:
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
-def sparsity_closed_form(widths: list[int]) -> float:
-    r"""Fraction of weight entries that alternating full diagonalisation makes zero.
-
-    .. math:: \frac{\sum_{k=1,3,5,\dots\le H} (n_k n_{k+1} - \min(n_k, n_{k+1}))}
-                   {\sum_{i} n_i n_{i+1}}
-
-    with ``widths = [n_0, …, n_L]`` and ``H = L − 2`` hidden-to-hidden maps (``linears[k]``,
-    ``1 ≤ k ≤ L − 2``). Assumes the other weight entries are non-zero (true for generic weights).
-    """
-    total = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    n_maps = len(widths) - 1
-    zeroed = sum(widths[k] * widths[k + 1] - min(widths[k], widths[k + 1])
-                 for k in range(1, n_maps - 1, 2))
-    return zeroed / total
-
-
 @dataclass(frozen=True)
 class SparsifyReport:
     """What :func:`sparsify` did: diagonalised layers and non-zero counts (|θ| > 1e-4)."""
 
-    layers: list[int]
+    layers: list[int | str]
     nonzero_before: int
     nonzero_after: int
     weight_zero_fraction: float
@@ -159,36 +154,41 @@ class SparsifyReport:
 
 
 @torch.no_grad()
-def sparsify(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None = None
-             ) -> SparsifyReport:
-    """Alternating full diagonalisation; the function is unchanged.
+def sparsify(net: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> SparsifyReport:
+    """Alternating full diagonalisation of every block; the function is unchanged.
 
-    For an MLP this diagonalises ``linears[1], linears[3], …``. In general, hidden layers are
-    taken in order and layer ``k`` is diagonalised when its incoming weight can be (fan-in equal
-    to the width of layer ``k−1``: dense maps and 1×1 kernels) and neither layer ``k`` nor ``k−1``
-    has been used by an earlier choice.
+    For an MLP this diagonalises ``linears[1], linears[3], …``. In general, each block's hidden
+    layers are taken in order and layer ``k`` is diagonalised when its incoming weight can be
+    (fan-in equal to the width of layer ``k−1``: dense maps and 1×1 kernels) and neither layer
+    ``k`` nor ``k−1`` has been used by an earlier choice. Every choice is planned from the current
+    weights (the chosen layers share no space) and applied as one all-or-nothing change.
 
-    Returns a :class:`SparsifyReport` with the non-zero parameter counts before and after, the
-    measured fraction of zero weight entries and, for MLPs, the closed form of
+    Returns a :class:`SparsifyReport`: the diagonalised layers (indices for a bare block, names
+    from :func:`~isoplastic.hidden_spaces` otherwise), the non-zero parameter counts before and
+    after, the measured fraction of zero weight entries and, for a bare MLP, the closed form of
     :func:`sparsity_closed_form`.
     """
-    prepare(net, "sparsify", None, optimizer, indexed=False,
-            spaces=lambda: [net.hidden_space(k) for k in range(net.n_hidden)])
-    before = count_nonzero(net)  # type: ignore[arg-type]
-    layers, used = [], set()
-    for k in range(1, net.n_hidden):
-        fan_in = net.hidden_layer(k).incoming_matrix().shape[1]
-        if k not in used and k - 1 not in used and fan_in == net.hidden_space(k - 1).size:
-            layers.append(k)
-            used.update((k - 1, k))
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        for k in layers:
-            full_diagonalise(net, k, optimizer)
+    found = resolve_all(net, "sparsify")
+    bare = len(found) == 1 and found[0][1] is net
+    change = Change("sparsify", optimizer)
+    for _, block in found:
+        for k in range(block.n_hidden):
+            change.validate_space(block.hidden_space(k))
+    before = count_nonzero(net)
+    layers: list[int | str] = []
+    for prefix, block in found:
+        used: set[int] = set()
+        for k in range(1, block.n_hidden):
+            if k not in used and k - 1 not in used and block.can_full_diagonalise(k):
+                name = space_name(prefix, k)
+                _plan_full(change, block, k, name)
+                layers.append(k if bare else name)
+                used.update((k - 1, k))
+    change.apply()
     return SparsifyReport(
         layers=layers,
         nonzero_before=before,
-        nonzero_after=count_nonzero(net),  # type: ignore[arg-type]
-        weight_zero_fraction=weight_zero_fraction(net),  # type: ignore[arg-type]
-        closed_form_fraction=(sparsity_closed_form(net.widths)
-                              if isinstance(net, IsotropicMLP) else None),
+        nonzero_after=count_nonzero(net),
+        weight_zero_fraction=weight_zero_fraction(net),
+        closed_form_fraction=found[0][1].sparsity_closed_form() if bare else None,
     )

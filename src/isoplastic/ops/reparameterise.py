@@ -1,19 +1,17 @@
-"""Orthogonal reparameterisation of one hidden space (paper-notes §4.1)."""
+"""Orthogonal reparameterisation of one hidden space."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..core.space import HiddenSpaceModel, transaction
-from ..errors import TopologyError
-from ..linalg import ortho_tolerance, orthogonality_error
-from ._common import prepare
+from ..core.change import Change
+from ..core.model import resolve
 
 
-def reparameterise(net: HiddenSpaceModel, k: int, R: Tensor,
+def reparameterise(net: nn.Module, k: int | str, R: Tensor,
                    optimizer: torch.optim.Optimizer | None = None) -> None:
-    r"""Change the basis of hidden layer ``k`` by an orthogonal ``R``; the function is unchanged.
+    r"""Change the basis of hidden space ``k`` by an orthogonal ``R``; the function is unchanged.
 
     .. math::  W_k ← Rᵀ W_k,\quad b_k ← Rᵀ b_k,\quad ψ_{k-1} ← Rᵀ ψ_{k-1},\quad W_{k+1} ← W_{k+1} R
 
@@ -22,8 +20,10 @@ def reparameterise(net: HiddenSpaceModel, k: int, R: Tensor,
     state moves with the parameters (first moments exactly, second moments by ``R∘R``).
 
     Args:
-        net: a network with hidden spaces (e.g. :class:`~isoplastic.IsotropicMLP`).
-        k: hidden layer, ``0 ≤ k < n_hidden``.
+        net: an isoplastic block (e.g. :class:`~isoplastic.IsotropicMLP`) or any module holding
+            blocks.
+        k: hidden layer ``0 ≤ k < n_hidden`` of a bare block, or a name from
+            :func:`~isoplastic.hidden_spaces`.
         R: orthogonal matrix ``(n_k, n_k)``; checked to ``max|RᵀR − I|`` within
             :data:`~isoplastic.linalg.ORTHO_TOL` for its dtype.
         optimizer: optimizer whose state is transported (optional).
@@ -31,23 +31,5 @@ def reparameterise(net: HiddenSpaceModel, k: int, R: Tensor,
     Raises:
         TopologyError: bad ``k``, wrong shape or non-orthogonal ``R``; nothing is changed.
     """
-    (space,) = prepare(net, "reparameterise", k, optimizer)
-    n = space.size
-    if not isinstance(R, Tensor) or R.shape != (n, n):
-        shape = tuple(R.shape) if isinstance(R, Tensor) else type(R).__name__
-        raise TopologyError(
-            f"reparameterise(net, k={k}): R has shape {shape}; hidden layer {k} has {n} neurons, "
-            f"so pass an orthogonal matrix of shape ({n}, {n})"
-        )
-    if not torch.isfinite(R).all():
-        raise TopologyError(f"reparameterise(net, k={k}): R holds NaN or Inf")
-    err, tol = orthogonality_error(R.to(torch.float64)), ortho_tolerance(R)
-    if err > tol:
-        raise TopologyError(
-            f"reparameterise(net, k={k}): R is not orthogonal (max |RᵀR − I| = {err:.3g} > "
-            f"{tol:.3g}); build one with isoplastic.random_orthogonal or torch.linalg.qr"
-        )
-    dtype = space.axes[0].param.dtype
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        space.rotate(R.to(dtype), optimizer)
-        net.check_invariants()
+    block, k, name = resolve(net, k, "reparameterise")
+    Change(f"reparameterise(net, k={name})", optimizer).rotate(block.hidden_space(k), R).apply()

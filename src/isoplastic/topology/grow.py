@@ -13,24 +13,26 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-from ..core.space import HiddenSpaceModel, transaction
+from ..core.change import Change, positive_int
+from ..core.model import resolve
 from ..errors import TopologyError
 from ..linalg import left_singular_basis
-from ..ops._common import prepare, require_count
 from .record import StructuralChange
 
 
 @torch.no_grad()
-def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
+def neurogenesis(net: nn.Module, k: int | str, n: int = 1,
                  optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                  generator: torch.Generator | None = None,
                  diagonalise: bool = True) -> StructuralChange:
     """Add ``n`` neurons to hidden layer ``k`` without changing the function.
 
     Args:
-        net: network with hidden spaces.
-        k: hidden layer, ``0 ≤ k < n_hidden``.
+        net: an isoplastic block, or any module holding blocks.
+        k: hidden layer ``0 ≤ k < n_hidden`` of a bare block, or a name from
+            :func:`~isoplastic.hidden_spaces`.
         n: number of neurons to add (one SVD for all of them).
         optimizer: its state gets zeros for the new coordinates.
         init_scale: standard deviation of the new outgoing weights (0 allowed; then the new
@@ -42,12 +44,14 @@ def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
     Returns:
         a :class:`StructuralChange` record.
     """
-    require_count(n, "neurogenesis")
+    positive_int(n, "neurogenesis")
     if not (math.isfinite(init_scale) and init_scale >= 0):
         raise TopologyError(f"neurogenesis: init_scale={init_scale} must be finite and >= 0 "
                             "(the standard deviation of the new outgoing weights, e.g. 0.01)")
-    (space,) = prepare(net, "neurogenesis", k, optimizer)
-    layer = net.hidden_layer(k)
+    block, k, name = resolve(net, k, "neurogenesis")
+    layer = block.hidden_layer(k)
+    space = layer.space
+    change = Change(f"neurogenesis(net, k={name})", optimizer).validate_space(space)
     width = space.size
     w = layer.incoming_matrix()
 
@@ -55,12 +59,9 @@ def neurogenesis(net: HiddenSpaceModel, k: int, n: int = 1,
         t = torch.randn(shape, generator=generator, dtype=torch.float64)
         return (init_scale * t).to(dtype=w.dtype, device=w.device)
 
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        if diagonalise:
-            u, s = left_singular_basis(w)
-            space.rotate(u, optimizer)
-        space.insert(n, optimizer, init={"outgoing": outgoing})
-        net.check_invariants()
+    if diagonalise:
+        u, _ = left_singular_basis(w)
+        change.rotate(space, u, check_orthogonal=False)
+    change.insert(space, n, init={"outgoing": outgoing}).apply()
     return StructuralChange(op="neurogenesis", layer=k, n=n, width_before=width,
-                            width_after=width + n)
-
+                            width_after=width + n, space=name)

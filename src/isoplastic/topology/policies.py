@@ -20,6 +20,10 @@ the bit, in float32 too. Removals still diagonalise first, which also restores t
 Policies for the trainer follow :class:`AbstractPolicy`: one call per epoch that receives the
 network, the optimizer and the epoch and returns the changes it made.
 
+On a composite model (any module holding isoplastic blocks) :func:`neuroadapt` visits every
+block, each from its last hidden layer to its first, and names each change's space as
+:func:`~isoplastic.hidden_spaces` does.
+
 Every policy takes an optional ``guard``: a callable that receives each individual
 :class:`StructuralChange` right after it was applied, inside its own
 :func:`~isoplastic.transaction`. If the guard raises :class:`ChangeRefused`, that single change is
@@ -35,10 +39,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from ..core.space import HiddenSpaceModel, check_layer_index, transaction
+from ..core.change import Change, transaction
+from ..core.model import IsoplasticBlock, hidden_spaces, resolve, resolve_all, space_name
 from ..errors import IsoplasticError, TopologyError
-from ..ops._common import prepare
 from ..ops.diagonalise import singular_values
 from .grow import neurogenesis
 from .record import StructuralChange
@@ -63,15 +68,14 @@ class ChangeRefused(IsoplasticError):
 Guard = Callable[[StructuralChange], None]
 
 
-def _guarded(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None, guard: Guard | None,
-             apply: Callable[[], StructuralChange | None],
+def _guarded(guard: Guard | None, apply: Callable[[], StructuralChange | None],
              refused: list[StructuralChange] | None) -> StructuralChange | None:
     """Run ``apply`` and then ``guard`` in one transaction; ``None`` when the guard refused."""
     if guard is None:
         return apply()
     change: StructuralChange | None = None
     try:
-        with transaction(net, optimizer):  # type: ignore[arg-type]
+        with transaction():
             change = apply()
             if change is not None:
                 guard(change)
@@ -84,22 +88,23 @@ def _guarded(net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None, gua
     return change
 
 
-def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
+def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
                optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                generator: torch.Generator | None = None, max_passes: int = 4,
-               layers: Sequence[int] | None = None, guard: Guard | None = None,
+               layers: Sequence[int | str] | None = None, guard: Guard | None = None,
                refused: list[StructuralChange] | None = None) -> list[StructuralChange]:
     """Keep ``scaffold`` neurons with strength ``≤ threshold`` in every hidden layer.
 
     Args:
-        net: network with hidden spaces.
+        net: an isoplastic block, or any module holding blocks (every block is visited).
         scaffold: ``S``, the number of near-silent neurons to keep per layer (paper default 2;
             the task experiment uses 5).
         threshold: ``τ`` (paper default 0.1; the task experiment uses 0.95).
         optimizer: transported through every change.
         init_scale, generator: outgoing-weight initialisation of new neurons.
         max_passes: repeat the last-to-first pass until no layer changes, at most this often.
-        layers: restrict to these hidden layers (default: all).
+        layers: restrict to these hidden layers (indices of a bare block, or names from
+            :func:`~isoplastic.hidden_spaces`; default: all).
         guard: called with each individual change right after it is applied (inside its own
             transaction); raising :class:`ChangeRefused` rolls that change back, and the layer
             is not visited again by later passes.
@@ -112,45 +117,68 @@ def neuroadapt(net: HiddenSpaceModel, scaffold: int = 2, threshold: float = 0.1,
         raise TopologyError(f"neuroadapt: scaffold={scaffold!r} must be an integer >= 0")
     if not threshold >= 0:
         raise TopologyError(f"neuroadapt: threshold={threshold!r} must be >= 0")
-    prepare(net, "neuroadapt", None, optimizer, indexed=False,
-            spaces=lambda: [net.hidden_space(k) for k in range(net.n_hidden)])
+    found = resolve_all(net, "neuroadapt")
+    check = Change("neuroadapt", optimizer)
+    for _, block in found:
+        for k in range(block.n_hidden):
+            check.validate_space(block.hidden_space(k))
+    chosen: dict[int, set[int]] | None = None
     if layers is not None:
-        for k in layers:
-            check_layer_index(net, k, "neuroadapt")
-    order = sorted(range(net.n_hidden) if layers is None else set(layers), reverse=True)
+        chosen = {}
+        for key in layers:
+            block, k, _ = resolve(net, key, "neuroadapt")
+            chosen.setdefault(id(block), set()).add(k)
+    changes: list[StructuralChange] = []
+    with transaction():
+        for prefix, block in reversed(found):
+            if chosen is not None and id(block) not in chosen:
+                continue
+            ks = range(block.n_hidden) if chosen is None else chosen[id(block)]
+            for change in _adapt_block(block, sorted(ks, reverse=True), scaffold, threshold,
+                                       optimizer, init_scale, generator, max_passes, guard,
+                                       refused):
+                change.space = space_name(prefix, change.layer)
+                changes.append(change)
+    return changes
+
+
+def _adapt_block(block: IsoplasticBlock, order: list[int], scaffold: int, threshold: float,
+                 optimizer: torch.optim.Optimizer | None, init_scale: float,
+                 generator: torch.Generator | None, max_passes: int, guard: Guard | None,
+                 refused: list[StructuralChange] | None) -> list[StructuralChange]:
+    """:func:`neuroadapt` on one block, visiting ``order`` (last layer first) until stable."""
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
     counts: dict[int, _Count] = {}
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        for _ in range(max_passes):
-            changed = False
-            for k in order:
-                if k in blocked:
-                    continue
-                c, width = _scaffold_count(net, k, threshold, counts)
-                apply = None
-                if c < scaffold:
-                    def apply(k=k, n=scaffold - c):
-                        return neurogenesis(net, k, n, optimizer, init_scale=init_scale,
-                                            generator=generator, diagonalise=False)
-                elif c > scaffold:
-                    n = min(c - scaffold, width - 1)
-                    if n > 0:
-                        def apply(k=k, n=n):
-                            return _removal(net, k, n, optimizer, counts)
-                if apply is None:
-                    continue
-                change = _guarded(net, optimizer, guard, apply, refused)
-                if k in counts:
-                    counts[k].gram = None  # only the removal just decided may use it
-                if change is None:
-                    blocked.add(k)
-                else:
-                    _after_change(net, k, change, threshold, counts)
-                    changes.append(change)
-                    changed = True
-            if not changed:
-                break
+    for _ in range(max_passes):
+        changed = False
+        for k in order:
+            if k in blocked:
+                continue
+            c, width = _scaffold_count(block, k, threshold, counts)
+            apply = None
+            if c < scaffold:
+                def apply(k=k, n=scaffold - c):
+                    return neurogenesis(block, k, n, optimizer, init_scale=init_scale,
+                                        generator=generator, diagonalise=False)
+            elif c > scaffold:
+                n = min(c - scaffold, width - 1)
+                if n > 0:
+                    def apply(k=k, n=n):
+                        return _removal(block, k, n, optimizer, counts)
+            if apply is None:
+                continue
+            change = _guarded(guard, apply, refused)
+            if k in counts:
+                counts[k].gram = None  # only the removal just decided may use it
+            if change is None:
+                blocked.add(k)
+            else:
+                _after_change(block, k, change, threshold, counts)
+                changes.append(change)
+                changed = True
+        if not changed:
+            break
     return changes
 
 
@@ -168,7 +196,7 @@ class _Count:
         return self.w.shape == w.shape and torch.equal(self.w, w)
 
 
-def _scaffold_count(net: HiddenSpaceModel, k: int, threshold: float,
+def _scaffold_count(net: IsoplasticBlock, k: int, threshold: float,
                     cache: dict[int, _Count]) -> tuple[int, int]:
     """``(#{i : σ_i ≤ τ}, n_k)`` for hidden layer ``k``: the same count as
     ``(singular_values(net, k) <= threshold).sum()``, computed faster.
@@ -190,7 +218,7 @@ def _scaffold_count(net: HiddenSpaceModel, k: int, threshold: float,
     return c, int(w.shape[0])
 
 
-def _removal(net: HiddenSpaceModel, k: int, n: int, optimizer: torch.optim.Optimizer | None,
+def _removal(net: IsoplasticBlock, k: int, n: int, optimizer: torch.optim.Optimizer | None,
              cache: dict[int, _Count]) -> StructuralChange:
     """Neurodegeneration of layer ``k``, reusing what its count computed: the Gram matrix
     ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` for the bound."""
@@ -204,7 +232,7 @@ def _removal(net: HiddenSpaceModel, k: int, n: int, optimizer: torch.optim.Optim
     return remove_weakest(net, k, n, optimizer, gram=gram, next_norm=next_norm)
 
 
-def _after_change(net: HiddenSpaceModel, k: int, change: StructuralChange, threshold: float,
+def _after_change(net: IsoplasticBlock, k: int, change: StructuralChange, threshold: float,
                   cache: dict[int, _Count]) -> None:
     """Predict layer ``k``'s count after :func:`neuroadapt`'s own change, without a recount.
 
@@ -286,27 +314,34 @@ def _reference_count(w: torch.Tensor, threshold: float) -> tuple[int, float, flo
     return int((s <= threshold).sum()) + pad, 0.0, smax
 
 
-def set_width(net: HiddenSpaceModel, k: int, width: int,
+def set_width(net: nn.Module, k: int | str, width: int,
               optimizer: torch.optim.Optimizer | None = None, **grow_kwargs
               ) -> StructuralChange | None:
-    """Grow (neurogenesis) or shrink (neurodegeneration) hidden layer ``k`` to ``width``."""
-    (space,) = prepare(net, "set_width", k, optimizer)
+    """Grow (neurogenesis) or shrink (neurodegeneration) hidden layer ``k`` to ``width``.
+
+    ``k`` is an index of a bare block or a name from :func:`~isoplastic.hidden_spaces`."""
+    block, k, name = resolve(net, k, "set_width")
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise TopologyError(f"set_width: width={width!r} must be a positive integer")
+    space = block.hidden_space(k)
+    Change("set_width", optimizer).validate_space(space)
     current = space.size
+    change = None
     if width > current:
         grow_kwargs.setdefault("diagonalise", False)
-        return neurogenesis(net, k, width - current, optimizer, **grow_kwargs)
-    if width < current:
-        return neurodegeneration(net, k, current - width, optimizer)
-    return None
+        change = neurogenesis(block, k, width - current, optimizer, **grow_kwargs)
+    elif width < current:
+        change = neurodegeneration(block, k, current - width, optimizer)
+    if change is not None:
+        change.space = name
+    return change
 
 
 class AbstractPolicy(ABC):
     """A topology policy: called once per epoch, returns the changes it made."""
 
     @abstractmethod
-    def __call__(self, net: HiddenSpaceModel, optimizer: torch.optim.Optimizer | None,
+    def __call__(self, net: nn.Module, optimizer: torch.optim.Optimizer | None,
                  epoch: int) -> list[StructuralChange]:
         """Adapt ``net`` at the end of ``epoch``."""
 
@@ -343,8 +378,9 @@ class ScaffoldPolicy(AbstractPolicy):
 class WidthSchedule(AbstractPolicy):
     """Move hidden layers toward per-epoch target widths, later layers first.
 
-    ``targets[e]`` lists the target width of every hidden layer after epoch ``e`` (the last entry
-    holds for later epochs). :meth:`linear` builds the paper's neuroabundance schedule.
+    ``targets[e]`` lists the target width of every hidden space after epoch ``e``, in the order of
+    :func:`~isoplastic.hidden_spaces` (the last entry holds for later epochs). :meth:`linear`
+    builds the paper's neuroabundance schedule.
     """
 
     targets: list[list[int]] = field(default_factory=list)
@@ -360,16 +396,18 @@ class WidthSchedule(AbstractPolicy):
         if not self.targets:
             return []
         goal = self.target(epoch)
-        if len(goal) != net.n_hidden:
+        names = list(hidden_spaces(net))
+        if len(goal) != len(names):
             raise TopologyError(f"WidthSchedule: target {goal} names {len(goal)} layers but the "
-                                f"network has {net.n_hidden} hidden layers")
+                                f"network has {len(names)} hidden layers")
         changes = []
-        with transaction(net, optimizer):  # type: ignore[arg-type]
-            for k in reversed(range(net.n_hidden)):
-                def apply(k=k):
-                    return set_width(net, k, goal[k], optimizer, init_scale=self.init_scale,
+        with transaction():
+            for name, width in reversed(list(zip(names, goal, strict=True))):
+                key: int | str = int(name) if name.isdigit() else name
+                def apply(key=key, width=width):
+                    return set_width(net, key, width, optimizer, init_scale=self.init_scale,
                                      generator=self.generator)
-                ch = _guarded(net, optimizer, self.guard, apply, self.refused)
+                ch = _guarded(self.guard, apply, self.refused)
                 if ch is not None:
                     changes.append(ch)
         return changes

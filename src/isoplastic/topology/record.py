@@ -11,7 +11,7 @@ class StructuralChange:
 
     Attributes:
         op: ``"neurogenesis"``, ``"neurodegeneration"``, ``"add_inputs"``…
-        layer: hidden layer index (``None`` for input/output resizing).
+        layer: hidden layer index inside its block (``None`` for input/output resizing).
         n: number of neurons (or coordinates) added or removed.
         width_before, width_after: the width of that space.
         removed_singular_values: singular values of the removed neurons (neurodegeneration).
@@ -22,6 +22,8 @@ class StructuralChange:
             removed ψ entries, plus ``‖b*‖ (‖W*‖ + ‖W_{k+1}‖)`` without an intrinsic length and
             ``‖W* b*‖`` without ψ vectors. The change of the next pre-activation of an input is at
             most ``predicted_bound · ‖h_{k-1}‖ + predicted_offset``; both are 0 for an exact removal.
+        space: the hidden space's name in :func:`~isoplastic.hidden_spaces` (``"3"`` for a bare
+            block, ``"encoder.1"`` inside a composite model).
     """
 
     op: str
@@ -33,6 +35,7 @@ class StructuralChange:
     removed_bias: list[float] = field(default_factory=list)
     predicted_bound: float = 0.0
     predicted_offset: float = 0.0
+    space: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -10,84 +10,74 @@
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
+from torch import nn
 
-from ..core.space import HiddenSpace, HiddenSpaceModel, transaction
+from ..core.change import Change, integer_positions, positive_int
+from ..core.model import IsoplasticBlock, require_blocks
+from ..core.space import HiddenSpace
 from ..errors import TopologyError
-from ..ops._common import prepare, require_count, require_model
 from .record import StructuralChange
 
 
-def _integer_indices(indices: object, op: str, width: int) -> list[int]:
-    """Sorted distinct positions; anything but integers is refused.
-
-    ``int(i)`` used to accept ``0.5`` (removing position 0) and failed on ``"a"`` with a bare
-    ``ValueError``; a bare integer failed with ``TypeError: 'int' object is not iterable``."""
-    if isinstance(indices, torch.Tensor):
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TopologyError(f"{op}: indices must be integers, got a {indices.dtype} tensor")
-        values: list[object] = indices.flatten().tolist()
-    elif isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
-        raise TopologyError(f"{op}: indices={indices!r} must be a sequence of integer positions "
-                            f"in 0..{width - 1}, e.g. [0]")
-    else:
-        values = list(indices)
-    out = set()
-    for i in values:
-        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
-            raise TopologyError(f"{op}: index {i!r} is not an integer; pass integer positions in "
-                                f"0..{width - 1}")
-        out.add(int(i))
-    return sorted(out)
+def _bare_block(net: nn.Module, op: str) -> IsoplasticBlock:
+    """``net`` itself as a block: input and output widths belong to a bare block (inside a
+    composite model they are tied to the user's own layers)."""
+    found = require_blocks(net, op)
+    block = found.get("")
+    if block is None:
+        raise TopologyError(
+            f"{op}: {type(net).__name__} is a composite model; {op} resizes the inputs or outputs "
+            f"of an isoplastic block itself, whose neighbours it cannot see. Call it on the block "
+            f"(one of {', '.join(repr(n) for n in found)}) and resize its neighbours to match"
+        )
+    return block
 
 
-def _resize(net: HiddenSpaceModel, space: HiddenSpace, op: str, n: int | None,
-            indices: Sequence[int] | None, optimizer) -> StructuralChange:
-    prepare(net, op, None, optimizer, indexed=False, spaces=lambda: [space])
+def _resize(space: HiddenSpace, op: str, n: int | None, indices: Sequence[int] | None,
+            optimizer: torch.optim.Optimizer | None) -> StructuralChange:
+    change = Change(op, optimizer).validate_space(space)
     width = space.size
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        if indices is None:
-            require_count(n, op)
-            space.insert(n, optimizer)
-            after = width + n
-        else:
-            idx = _integer_indices(indices, op, width)
-            if not idx or idx[0] < 0 or idx[-1] >= width:
-                raise TopologyError(f"{op}: indices {list(indices)} must lie in 0..{width - 1}")
-            if len(idx) >= width:
-                raise TopologyError(f"{op}: cannot remove all {width} coordinates")
-            space.remove(idx, optimizer)
-            after, n = width - len(idx), len(idx)
-        net.check_invariants()
+    if indices is None:
+        n = positive_int(n, op)
+        change.insert(space, n)
+        after = width + n
+    else:
+        idx = integer_positions(indices, op, width)
+        if not idx:
+            raise TopologyError(f"{op}: indices {list(indices)} must lie in 0..{width - 1}")
+        if len(idx) >= width:
+            raise TopologyError(f"{op}: cannot remove all {width} coordinates")
+        change.remove(space, idx)
+        after, n = width - len(idx), len(idx)
+    change.apply()
     return StructuralChange(op=op, layer=None, n=n, width_before=width, width_after=after)
 
 
-def add_inputs(net: HiddenSpaceModel, n: int, optimizer: torch.optim.Optimizer | None = None
+def add_inputs(net: nn.Module, n: int, optimizer: torch.optim.Optimizer | None = None
                ) -> StructuralChange:
     """Append ``n`` input features (zero columns of the first weight)."""
-    require_model(net, "add_inputs")
-    return _resize(net, net.input_space(), "add_inputs", n, None, optimizer)
+    return _resize(_bare_block(net, "add_inputs").input_space(), "add_inputs", n, None, optimizer)
 
 
-def remove_inputs(net: HiddenSpaceModel, indices: Sequence[int],
+def remove_inputs(net: nn.Module, indices: Sequence[int],
                   optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Delete the input features ``indices`` (columns of the first weight)."""
-    require_model(net, "remove_inputs")
-    return _resize(net, net.input_space(), "remove_inputs", None, indices, optimizer)
+    return _resize(_bare_block(net, "remove_inputs").input_space(), "remove_inputs", None,
+                   indices, optimizer)
 
 
-def add_outputs(net: HiddenSpaceModel, n: int, optimizer: torch.optim.Optimizer | None = None
+def add_outputs(net: nn.Module, n: int, optimizer: torch.optim.Optimizer | None = None
                 ) -> StructuralChange:
     """Append ``n`` outputs (zero rows, bias and ψ entries); existing logits are unchanged."""
-    require_model(net, "add_outputs")
-    return _resize(net, net.output_space(), "add_outputs", n, None, optimizer)
+    return _resize(_bare_block(net, "add_outputs").output_space(), "add_outputs", n, None,
+                   optimizer)
 
 
-def remove_outputs(net: HiddenSpaceModel, indices: Sequence[int],
+def remove_outputs(net: nn.Module, indices: Sequence[int],
                    optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Delete the outputs ``indices``; the remaining logits are unchanged."""
-    require_model(net, "remove_outputs")
-    return _resize(net, net.output_space(), "remove_outputs", None, indices, optimizer)
+    return _resize(_bare_block(net, "remove_outputs").output_space(), "remove_outputs", None,
+                   indices, optimizer)

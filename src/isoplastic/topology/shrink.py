@@ -24,13 +24,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..activations.isotropic import IntrinsicLength
-from ..core.space import HiddenSpaceModel, transaction
+from ..core import optim_state as ostate
+from ..core.change import Change, positive_int
+from ..core.model import resolve
 from ..errors import TopologyError
 from ..linalg import left_singular_basis
-from ..ops._common import prepare, require_count
 from ..ops.diagonalise import neuron_strengths
 from .record import StructuralChange
 
@@ -38,14 +39,15 @@ CRITERIA = ("singular_value", "impact")
 
 
 @torch.no_grad()
-def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
+def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
                       optimizer: torch.optim.Optimizer | None = None, *,
                       criterion: str = "singular_value") -> StructuralChange:
     """Remove the ``n`` weakest neurons of hidden layer ``k``, compensating through ``o`` and ψ.
 
     Args:
-        net: network with hidden spaces.
-        k: hidden layer, ``0 ≤ k < n_hidden``.
+        net: an isoplastic block, or any module holding blocks.
+        k: hidden layer ``0 ≤ k < n_hidden`` of a bare block, or a name from
+            :func:`~isoplastic.hidden_spaces`.
         n: neurons to remove, ``1 ≤ n < n_k``.
         optimizer: transported; the removed coordinates' state is dropped.
         criterion: ``"singular_value"`` (the paper's: smallest ``σ_i``) or ``"impact"``
@@ -61,11 +63,16 @@ def neurodegeneration(net: HiddenSpaceModel, k: int, n: int = 1,
     return remove_weakest(net, k, n, optimizer, criterion=criterion)
 
 
-def remove_weakest(net: HiddenSpaceModel, k: int, n: int,
+def remove_weakest(net: nn.Module, k: int | str, n: int,
                    optimizer: torch.optim.Optimizer | None, *, criterion: str = "singular_value",
                    gram: Tensor | None = None, next_norm: float | None = None
                    ) -> StructuralChange:
     """:func:`neurodegeneration` for callers that already hold parts of the computation.
+
+    The whole removal is planned from the current weights before anything is written: with
+    ``W_k = U Σ Vᵀ`` the rotated bias ``Uᵀb``, ψ entries ``Uᵀψ`` and outgoing map ``W_{k+1} U``
+    give the removed set ``D`` and the compensations, and one :class:`~isoplastic.core.Change`
+    rotates, compensates and removes, all-or-nothing.
 
     Args:
         gram: ``W_k W_kᵀ`` in float64 (``(n_k, n_k)``) of the current incoming matrix, for
@@ -73,52 +80,54 @@ def remove_weakest(net: HiddenSpaceModel, k: int, n: int,
             :func:`~isoplastic.linalg.left_singular_basis`, without forming it again.
         next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: computed).
     """
-    require_count(n, "neurodegeneration")
+    positive_int(n, "neurodegeneration")
     if criterion not in CRITERIA:
         raise TopologyError(f"neurodegeneration: criterion={criterion!r}; choose one of {CRITERIA}")
-    (space,) = prepare(net, "neurodegeneration", k, optimizer)
+    block, k, name = resolve(net, k, "neurodegeneration")
+    layer = block.hidden_layer(k)
+    space = layer.space
+    change = Change(f"neurodegeneration(net, k={name})", optimizer).validate_space(space)
     width = space.size
     if n >= width:
         raise TopologyError(
-            f"neurodegeneration(net, k={k}, n={n}): hidden layer {k} has {width} neurons, and "
-            f"removing {n} would disconnect the network; use n <= {width - 1}"
+            f"neurodegeneration(net, k={name}, n={n}): hidden layer {name} has {width} neurons, "
+            f"and removing {n} would disconnect the network; use n <= {width - 1}"
         )
-    layer = net.hidden_layer(k)
-    psi_mode = getattr(net, "psi_mode", None)
-    expectation = psi_mode is not None and psi_mode.value == "expectation"
+    expectation = layer.fold_into_bias and layer.next_psi is None
     if expectation and layer.mean_gain is None:
         raise TopologyError(
-            f"neurodegeneration(net, k={k}): psi='expectation' folds mean(g)·b*·w* into the next "
-            "bias, but no training-mode forward pass has recorded the mean gain yet; run one "
+            f"neurodegeneration(net, k={name}): psi='expectation' folds mean(g)·b*·w* into the "
+            "next bias, but no training-mode forward pass has recorded the mean gain yet; run one "
             "batch through net.train() first"
         )
     w = layer.incoming_matrix()
     u, s = left_singular_basis(w, gram=gram)
     strengths = neuron_strengths(s, width)
+    rot = ostate.Rotation(u)
+    bias = rot.apply(layer.bias.detach(), 0, ostate.FIRST)  # (n_k,) = Uᵀ b
+    out = rot.apply(layer.outgoing.detach(), 1, ostate.FIRST)  # (n_next, n_k) = W_{k+1} U
+    if criterion == "singular_value":
+        drop = torch.arange(width - n, width)
+    else:
+        impact = strengths.to(out.dtype) * out.norm(dim=0)
+        drop = torch.sort(torch.argsort(impact, stable=True)[:n]).values
+    b_star = bias[drop]  # (n,)
+    psi_axes = [a for a in space.axes if a.role == "psi"]
+    psi_star = (rot.apply(psi_axes[0].param.detach(), 0, ostate.FIRST)[drop] if psi_axes
+                else b_star.new_zeros(0))
+    w_star = out[:, drop]  # (n_next, n)
+    carried = w_star @ b_star  # (n_next,)
 
-    with transaction(net, optimizer):  # type: ignore[arg-type]
-        space.rotate(u, optimizer)
-        layer = net.hidden_layer(k)
-        out = layer.outgoing.detach()  # (n_next, n_k)
-        if criterion == "singular_value":
-            drop = torch.arange(width - n, width)
-        else:
-            impact = strengths.to(out.dtype) * out.norm(dim=0)
-            drop = torch.sort(torch.argsort(impact, stable=True)[:n]).values
-        b_star = layer.bias.detach()[drop]  # (n,)
-        psi_axes = [a for a in space.axes if a.role == "psi"]
-        psi_star = psi_axes[0].param.detach()[drop] if psi_axes else b_star.new_zeros(0)
-        w_star = out[:, drop]  # (n_next, n)
-        carried = w_star @ b_star  # (n_next,)
-        act = layer.activation
-        if act.mode is not IntrinsicLength.NONE:
-            act.o = act.o + float((b_star * b_star).sum())
-        if layer.next_psi is not None:
-            layer.next_psi.data.add_(carried.to(layer.next_psi.dtype))
-        elif expectation:
-            layer.next_bias.data.add_(layer.mean_gain * carried.to(layer.next_bias.dtype))
-        space.remove(drop, optimizer)
-        net.check_invariants()
+    act = layer.activation
+    change.rotate(space, u, check_orthogonal=False)
+    if act.mode is not IntrinsicLength.NONE:
+        change.set_length(act, act.o + float((b_star * b_star).sum()))
+    if layer.next_psi is not None:
+        change.assign(layer.next_psi, layer.next_psi.detach() + carried.to(layer.next_psi.dtype))
+    elif expectation:
+        nb = layer.next_bias.detach()
+        change.assign(layer.next_bias, nb + layer.mean_gain * carried.to(nb.dtype))
+    change.remove(space, drop).apply()
 
     removed_s = strengths[drop]
     if next_norm is None:
@@ -139,4 +148,5 @@ def remove_weakest(net: HiddenSpaceModel, k: int, n: int,
         removed_bias=[float(x) for x in b_star],
         predicted_bound=bound if math.isfinite(bound) else float("inf"),
         predicted_offset=offset if math.isfinite(offset) else float("inf"),
+        space=name,
     )

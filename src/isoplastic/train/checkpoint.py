@@ -193,7 +193,7 @@ def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.op
             tensors[f"{pre}model.{name}"] = t.detach().cpu().contiguous().clone()
         opt_tensors, opt_meta = optimizer_tensors(optimizers[arm], pre)
         tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
-        arms[arm] = {"architecture": net.config(), "optimizer": opt_meta}
+        arms[arm] = {"architecture": {"kind": net.kind, **net.config()}, "optimizer": opt_meta}
     return st_save(tensors, metadata={"format": "isoplastic-checkpoint"}), arms
 
 
@@ -284,7 +284,7 @@ def read_checkpoint_files(run_dir: str | Path) -> tuple[dict, dict[str, torch.Te
 
 
 def build_net(architecture: dict) -> IsotropicMLP | IsotropicCNN:
-    """An :class:`IsotropicMLP` or :class:`IsotropicCNN` from ``net.config()``."""
+    """An :class:`IsotropicMLP` or :class:`IsotropicCNN` from ``{"kind": net.kind, **net.config()}``."""
     arch = dict(architecture)
     kind = arch.pop("kind", "mlp")
     if kind == "cnn":

@@ -1,0 +1,435 @@
+r"""The change pipeline: plan → validate → apply, all-or-nothing.
+
+Every write that isoplastic makes to a model goes through a :class:`Change`: an ordered list of
+steps on hidden spaces and the few tensors beside them.
+
+=====================  ============================================================================
+step                   effect
+=====================  ============================================================================
+``rotate(space, R)``   every axis of ``space`` contracted with orthogonal ``R`` (``n × n``):
+                       ``W_k ← Rᵀ W_k``, ``b_k ← Rᵀ b_k``, ``ψ ← Rᵀ ψ``, ``W_{k+1} ← W_{k+1} R``
+``insert(space, n)``   ``n`` coordinates appended to every axis (zeros, or an ``init`` per role)
+``remove(space, idx)`` coordinates ``idx`` deleted from every axis
+``assign(p, value)``   parameter or buffer ``p`` replaced by ``value`` of the same shape (the
+                       compensations of a removal, the exact zeros of a full diagonalisation)
+``set_length(act, o)`` the intrinsic length of an isotropic activation set to ``o``
+=====================  ============================================================================
+
+Each coordinate step moves the parameter, its gradient and its optimizer state
+(:mod:`isoplastic.core.optim_state`).
+
+:meth:`Change.validate` checks the whole plan before anything is written: the shape of every
+``R`` against the width the space will have at that step, its finiteness and orthogonality (a
+per-dtype tolerance, :func:`~isoplastic.linalg.ortho_tolerance`), indices (integers, in range,
+not every coordinate), counts, the finiteness of every tensor the plan reads, and that the
+optimizer's state for every touched parameter is of a kind it can transport. :meth:`Change.apply`
+then runs the steps under a :class:`Journal`. The journal records, on first touch, each touched
+tensor's data, gradient and optimizer-state entry *by reference*: every step replaces ``.data``
+(and each state tensor) by a new tensor instead of writing into it, so the originals stay intact
+and a rollback re-attaches them. If any step raises, every touched parameter, gradient and
+optimizer state is restored bit-identically and the error propagates. The extra memory of a
+change is therefore the originals of the tensors it touches (held until it commits), never a copy
+of the model.
+
+:func:`transaction` opens a journal around several changes (a guarded policy pass): changes
+applied inside it are recorded in it too, so a failure anywhere in the block undoes all of them.
+Journals nest at no cost (references, not copies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import NonFiniteError, TopologyError
+from ..linalg import all_finite, ortho_tolerance, orthogonality_error
+from . import optim_state as ostate
+
+if TYPE_CHECKING:
+    from .space import HiddenSpace
+
+Optimizer = torch.optim.Optimizer
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------------------------
+# The journal: first-touch references to what a change replaces
+# --------------------------------------------------------------------------------------------
+class Journal:
+    """Originals of every tensor touched since the journal was opened, for an exact rollback.
+
+    Parameters and buffers are recorded by reference to their current ``.data`` and ``.grad``
+    and a shallow copy of their optimizer-state entry; the change pipeline never writes into a
+    recorded tensor, it replaces it. A tensor that some step must update in place (the scalar
+    intrinsic length) is recorded with ``copy=True``.
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[int, tuple[Tensor, Tensor, Tensor | None]] = {}
+        self._states: dict[tuple[int, int], tuple[Optimizer, Tensor, Any]] = {}
+        self._blocks: dict[int, nn.Module] = {}
+
+    def record(self, t: Tensor, optimizer: Optimizer | None = None, copy: bool = False) -> None:
+        """Remember ``t``'s data, gradient and optimizer state unless already recorded."""
+        if id(t) not in self._tensors:
+            data = t.data.clone() if copy else t.data
+            self._tensors[id(t)] = (t, data, t.grad)
+        if optimizer is not None and (id(optimizer), id(t)) not in self._states:
+            self._states[(id(optimizer), id(t))] = (optimizer, t, ostate.state_entry(optimizer, t))
+
+    def record_block(self, block: nn.Module | None) -> None:
+        """Remember a block whose derived size attributes must be refreshed after a rollback."""
+        if block is not None:
+            self._blocks.setdefault(id(block), block)
+
+    def rollback(self) -> None:
+        """Re-attach every recorded original (data, gradient, optimizer state)."""
+        for t, data, grad in self._tensors.values():
+            t.grad = None
+            t.data = data
+            t.grad = grad
+        for optimizer, t, entry in self._states.values():
+            ostate.restore_entry(optimizer, t, entry)
+        for block in self._blocks.values():
+            block.sync_shapes()
+
+    @property
+    def n_tensors(self) -> int:
+        return len(self._tensors)
+
+    def recorded_bytes(self) -> int:
+        """Bytes of the originals this journal keeps alive (data and gradients)."""
+        seen: set[int] = set()
+        total = 0
+        for _, data, grad in self._tensors.values():
+            for x in (data, grad):
+                if x is not None and x.untyped_storage().data_ptr() not in seen:
+                    seen.add(x.untyped_storage().data_ptr())
+                    total += x.untyped_storage().nbytes()
+        return total
+
+
+_LOCAL = threading.local()
+
+
+def _open_journals() -> list[Journal]:
+    if not hasattr(_LOCAL, "stack"):
+        _LOCAL.stack = []
+    return _LOCAL.stack
+
+
+@contextlib.contextmanager
+def transaction(model: nn.Module | None = None, optimizer: Optimizer | None = None
+                ) -> Iterator[Journal]:
+    """All-or-nothing around several changes: if the body raises, every change applied through
+    isoplastic inside it (on any model, with any optimizer) is undone exactly and the error
+    propagates.
+
+    ``model`` and ``optimizer`` are accepted for readability and older call sites; the journal
+    records whatever the changes touch. Writes made outside the change pipeline (a manual
+    ``p.data.add_``) are not journalled.
+    """
+    del model, optimizer
+    journal = Journal()
+    stack = _open_journals()
+    stack.append(journal)
+    try:
+        yield journal
+    except BaseException:
+        stack.pop()
+        journal.rollback()
+        raise
+    else:
+        stack.pop()
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Rotate:
+    space: HiddenSpace
+    r: Tensor
+    check_orthogonal: bool = True
+
+
+@dataclass
+class _Insert:
+    space: HiddenSpace
+    n: int
+    init: dict[str, Callable[[torch.Size], Tensor]] | None = None
+
+
+@dataclass
+class _Remove:
+    space: HiddenSpace
+    keep: Tensor
+    drop: list[int]
+
+
+@dataclass
+class _Assign:
+    target: Tensor
+    value: Tensor
+
+
+@dataclass
+class _SetLength:
+    activation: nn.Module
+    value: float
+
+
+def positive_int(n: object, op: str, what: str = "n") -> int:
+    """``n`` if it is a positive integer, else :class:`TopologyError`."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise TopologyError(f"{op}: {what}={n!r} must be a positive integer")
+    return int(n)
+
+
+def integer_positions(indices: object, where: str, width: int) -> list[int]:
+    """Sorted distinct integer positions in ``0..width-1``; anything else is refused."""
+    if isinstance(indices, Tensor):
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TopologyError(f"{where}: indices must be integers, got a {indices.dtype} tensor")
+        values: list[object] = indices.flatten().tolist()
+    elif isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+        raise TopologyError(f"{where}: indices={indices!r} must be a sequence of integer positions "
+                            f"in 0..{width - 1}, e.g. [0]")
+    else:
+        values = list(indices)
+    out = set()
+    for i in values:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TopologyError(f"{where}: index {i!r} is not an integer; pass integer positions "
+                                f"in 0..{width - 1}")
+        out.add(int(i))
+    pos = sorted(out)
+    if pos and (pos[0] < 0 or pos[-1] >= width):
+        raise TopologyError(f"{where}: indices {pos} must lie in 0..{width - 1}")
+    return pos
+
+
+class Change:
+    """A planned structural change: steps, validated as a whole, applied all-or-nothing.
+
+    Build it with the step methods (each returns the change, so calls chain), then
+    :meth:`apply`. ``print(change)`` lists every step and every tensor it touches with its
+    current shape.
+
+    Example:
+        >>> import torch, isoplastic as ip
+        >>> from isoplastic.core import Change
+        >>> net = ip.IsotropicMLP([4, 3, 2], psi="none")
+        >>> space = ip.hidden_spaces(net)["0"]
+        >>> Change("grow").insert(space, 2).apply()
+        >>> net.widths
+        [4, 5, 2]
+    """
+
+    def __init__(self, op: str = "change", optimizer: Optimizer | None = None) -> None:
+        self.op = op
+        self.optimizer = optimizer
+        self.steps: list[Any] = []
+        self._widths: dict[int, int] = {}
+        self._checked: set[int] = set()
+
+    # -- planning -----------------------------------------------------------------------------
+    def _width(self, space: HiddenSpace) -> int:
+        if id(space) not in self._widths:
+            self._widths[id(space)] = space.size
+        return self._widths[id(space)]
+
+    def rotate(self, space: HiddenSpace, r: Tensor, *, check_orthogonal: bool = True) -> Change:
+        """Plan a change of basis of ``space`` by orthogonal ``r`` (``(n, n)``).
+
+        ``check_orthogonal=False`` skips the ``O(n³)`` orthogonality test for matrices the library
+        computed itself from a decomposition (shape and finiteness are still checked)."""
+        n = self._width(space)
+        where = f"{self.op}: {space.name}"
+        if not isinstance(r, Tensor) or r.dim() != 2 or tuple(r.shape) != (n, n):
+            shape = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
+            raise TopologyError(f"{self.op}: R has shape {shape}; {space.name} has {n} "
+                                f"coordinates, so pass an orthogonal matrix of shape ({n}, {n})")
+        if not r.is_floating_point():
+            raise TopologyError(f"{where}: R has dtype {r.dtype}; pass a floating-point matrix")
+        if not all_finite(r):
+            raise TopologyError(f"{where}: R holds NaN or Inf")
+        if check_orthogonal:
+            err, tol = orthogonality_error(r.to(torch.float64)), ortho_tolerance(r)
+            if err > tol:
+                raise TopologyError(
+                    f"{where}: R is not orthogonal (max |RᵀR − I| = {err:.3g} > {tol:.3g} for "
+                    f"{r.dtype}); build one with isoplastic.random_orthogonal or torch.linalg.qr"
+                )
+        self.steps.append(_Rotate(space, r, check_orthogonal))
+        return self
+
+    def insert(self, space: HiddenSpace, n: int,
+               init: dict[str, Callable[[torch.Size], Tensor]] | None = None) -> Change:
+        """Plan appending ``n`` coordinates to ``space``.
+
+        ``init`` maps an axis role (``"outgoing"``…) to a function of the new slice's shape (the
+        tensor's shape with ``dim`` of size ``n``) returning its values; other axes get zeros,
+        optimizer state gets zeros."""
+        n = positive_int(n, self.op)
+        width = self._width(space)
+        self.steps.append(_Insert(space, int(n), init))
+        self._widths[id(space)] = width + int(n)
+        return self
+
+    def remove(self, space: HiddenSpace, indices: Sequence[int] | Tensor) -> Change:
+        """Plan deleting coordinates ``indices`` of ``space`` (at least one must remain)."""
+        width = self._width(space)
+        drop = integer_positions(indices, f"{self.op}: {space.name}", width)
+        if not drop:
+            raise TopologyError(f"{self.op}: {space.name}: no indices to remove")
+        if len(drop) >= width:
+            raise TopologyError(
+                f"{self.op}: {space.name} has {width} coordinates, and removing {len(drop)} would "
+                f"disconnect it; keep at least one (remove at most {width - 1})"
+            )
+        mask = torch.ones(width, dtype=torch.bool)
+        mask[drop] = False
+        self.steps.append(_Remove(space, torch.nonzero(mask).flatten(), drop))
+        self._widths[id(space)] = width - len(drop)
+        return self
+
+    def assign(self, target: Tensor, value: Tensor) -> Change:
+        """Plan replacing the values of parameter or buffer ``target`` by ``value`` (the shape
+        ``target`` will have at that step). Gradient and optimizer state are left alone."""
+        if not isinstance(value, Tensor) or not all_finite(value):
+            raise NonFiniteError(f"{self.op}: the new value of a tensor of shape "
+                                 f"{tuple(target.shape)} holds NaN or Inf; nothing was changed")
+        self.steps.append(_Assign(target, value.detach()))
+        return self
+
+    def set_length(self, activation: nn.Module, value: float) -> Change:
+        """Plan setting the intrinsic length ``o`` of an isotropic activation."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise NonFiniteError(f"{self.op}: the new intrinsic length would be {value}; "
+                                 "nothing was changed")
+        self.steps.append(_SetLength(activation, value))
+        return self
+
+    # -- validation ---------------------------------------------------------------------------
+    def spaces(self) -> list[HiddenSpace]:
+        seen: dict[int, HiddenSpace] = {}
+        for s in self.steps:
+            if isinstance(s, (_Rotate, _Insert, _Remove)):
+                seen.setdefault(id(s.space), s.space)
+        return list(seen.values())
+
+    def params(self) -> list[Tensor]:
+        """Every parameter a coordinate step moves (each once)."""
+        seen: dict[int, Tensor] = {}
+        for space in self.spaces():
+            for p in space.params():
+                seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def validate_space(self, space: HiddenSpace) -> Change:
+        """Check now what :meth:`validate` would check for ``space``: every attached tensor
+        finite, its intrinsic length finite, and the optimizer's state of its parameters
+        transportable. Operations call it before decomposing a weight, so that a NaN is reported
+        as such and not as a failed SVD."""
+        space.check_finite()
+        act = space.activation
+        if act is not None and not math.isfinite(act.o):
+            raise NonFiniteError(f"{self.op}: {space.name} has intrinsic length {act.o}; "
+                                 "restore the model from a checkpoint first")
+        ostate.check_transportable(self.optimizer, space.params())
+        self._checked.add(id(space))
+        return self
+
+    def validate(self) -> None:
+        """Check what can only be checked against the model's current state, for every space not
+        yet checked by :meth:`validate_space`: finiteness of the tensors the plan reads, the
+        intrinsic lengths, and the optimizer's state. (Shapes, indices and matrices were checked
+        when each step was planned.)"""
+        for space in self.spaces():
+            if id(space) not in self._checked:
+                self.validate_space(space)
+
+    # -- application --------------------------------------------------------------------------
+    def _touch(self, journals: list[Journal]) -> None:
+        for j in journals:
+            for space in self.spaces():
+                j.record_block(space.block)
+                for p in space.params():
+                    j.record(p, self.optimizer)
+            for s in self.steps:
+                if isinstance(s, _Assign):
+                    j.record(s.target, self.optimizer)
+                elif isinstance(s, _SetLength):
+                    for t in list(s.activation.parameters()) + list(s.activation.buffers()):
+                        j.record(t, self.optimizer, copy=True)
+
+    def apply(self) -> None:
+        """Validate, then run every step; on any failure restore everything and re-raise."""
+        self.validate()
+        journal = Journal()
+        journals = [journal, *_open_journals()]
+        self._touch(journals)
+        try:
+            for s in self.steps:
+                self._run(s)
+            for block in {id(sp.block): sp.block for sp in self.spaces() if sp.block is not None
+                          }.values():
+                block.check_invariants()
+        except BaseException:
+            journal.rollback()
+            raise
+
+    def _run(self, s: Any) -> None:
+        if isinstance(s, _Rotate):
+            dtype = s.space.axes[0].param.dtype
+            s.space.apply_map(ostate.Rotation(s.r.to(dtype)), self.optimizer)
+        elif isinstance(s, _Insert):
+            by_index = {}
+            for i, a in enumerate(s.space.axes):
+                if s.init and a.role in s.init:
+                    shape = list(a.param.shape)
+                    shape[a.dim] = s.n
+                    by_index[i] = s.init[a.role](torch.Size(shape))
+            s.space.apply_map(ostate.Insertion(s.n), self.optimizer, by_index)
+        elif isinstance(s, _Remove):
+            s.space.apply_map(ostate.Removal(s.keep), self.optimizer)
+        elif isinstance(s, _Assign):
+            t = s.target
+            if tuple(s.value.shape) != tuple(t.shape):
+                raise TopologyError(f"{self.op}: a tensor of shape {tuple(t.shape)} cannot take a "
+                                    f"value of shape {tuple(s.value.shape)}")
+            t.data = s.value.to(dtype=t.dtype, device=t.device, copy=True)
+        elif isinstance(s, _SetLength):
+            s.activation.o = s.value
+        else:  # pragma: no cover - the step methods build only the kinds above
+            raise TypeError(f"unknown step {s!r}")
+
+    # -- printing -----------------------------------------------------------------------------
+    def __str__(self) -> str:
+        lines = [f"{self.op} ({len(self.steps)} step{'s' * (len(self.steps) != 1)}):"]
+        for s in self.steps:
+            if isinstance(s, _Rotate):
+                lines.append(f"  rotate {s.space.name} by R{tuple(s.r.shape)}")
+            elif isinstance(s, _Insert):
+                lines.append(f"  insert {s.n} coordinate(s) into {s.space.name}")
+            elif isinstance(s, _Remove):
+                lines.append(f"  remove coordinates {s.drop} of {s.space.name}")
+            elif isinstance(s, _Assign):
+                lines.append(f"  assign a tensor {tuple(s.target.shape)}")
+            else:
+                lines.append(f"  set intrinsic length to {s.value:.6g}")
+            if isinstance(s, (_Rotate, _Insert, _Remove)):
+                lines.extend(f"    {a}" for a in s.space.axes)
+        return "\n".join(lines)
+
+    __repr__ = __str__
