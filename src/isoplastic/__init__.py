@@ -54,6 +54,7 @@ from .topology.resize import add_outputs as add_outputs
 from .topology.resize import remove_inputs as remove_inputs
 from .topology.resize import remove_outputs as remove_outputs
 from .topology.shrink import neurodegeneration as neurodegeneration
+from .topology.shrink import remove_neurons as remove_neurons
 from .verify import FunctionChange as FunctionChange
 from .verify import function_change as function_change
 

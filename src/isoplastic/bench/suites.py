@@ -36,7 +36,7 @@ from ..ops.diagonalise import left_diagonalise, sparsify
 from ..topology import policies as _policies
 from ..topology.grow import neurogenesis
 from ..topology.policies import neuroadapt
-from ..topology.shrink import neurodegeneration
+from ..topology.shrink import neurodegeneration, remove_neurons
 from ..verify import function_change
 from .timing import interleaved
 
@@ -516,15 +516,7 @@ def _remove_one(net: IsotropicMLP, k: int, i: int) -> IsotropicMLP:
     """Remove neuron ``i`` of hidden layer ``k`` of a left-diagonalised net, compensating
     through ``o`` and ψ exactly as :func:`neurodegeneration` does."""
     net = copy.deepcopy(net)
-    layer = net.hidden_layer(k)
-    b = layer.bias.detach()[i]
-    w = layer.outgoing.detach()[:, i]
-    if layer.activation.mode.value != "none":
-        layer.activation.o = layer.activation.o + float(b * b)
-    if layer.next_psi is not None:
-        layer.next_psi.data.add_(b * w)
-    layer.space.remove([i])
-    net.check_invariants()
+    remove_neurons(net, k, [i])
     return net
 
 

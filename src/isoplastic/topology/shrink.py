@@ -22,13 +22,14 @@ their own singular basis, so this equals ``n`` one-at-a-time removals (tested ag
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..activations.isotropic import IntrinsicLength
 from ..core import optim_state as ostate
-from ..core.change import Change, positive_int
+from ..core.change import Change, integer_positions, positive_int
 from ..core.model import resolve
 from ..errors import TopologyError
 from ..linalg import left_singular_basis
@@ -63,9 +64,29 @@ def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
     return remove_weakest(net, k, n, optimizer, criterion=criterion)
 
 
-def remove_weakest(net: nn.Module, k: int | str, n: int,
+@torch.no_grad()
+def remove_neurons(net: nn.Module, k: int | str, indices: Sequence[int] | Tensor,
+                   optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
+    """Remove the chosen neurons ``indices`` of hidden layer ``k`` in its current basis, with
+    the same compensation as :func:`neurodegeneration` (``o += Σ b_i²``, ``ψ += Σ b_i w_i``).
+
+    The removal is exact when the removed incoming rows are zero (and their ψ entries are);
+    otherwise the record's bound uses the removed rows' norms, which bound ``‖W_D‖₂`` in any
+    basis. Call :func:`~isoplastic.left_diagonalise` first to remove by singular value.
+
+    Args:
+        net: an isoplastic block, or any module holding blocks.
+        k: hidden layer index of a bare block, or a name from :func:`~isoplastic.hidden_spaces`.
+        indices: distinct neuron positions, at least one neuron must remain.
+        optimizer: transported; the removed coordinates' state is dropped.
+    """
+    return remove_weakest(net, k, None, optimizer, indices=indices, diagonalise=False)
+
+
+def remove_weakest(net: nn.Module, k: int | str, n: int | None,
                    optimizer: torch.optim.Optimizer | None, *, criterion: str = "singular_value",
-                   gram: Tensor | None = None, next_norm: float | None = None
+                   gram: Tensor | None = None, next_norm: float | None = None,
+                   indices: Sequence[int] | Tensor | None = None, diagonalise: bool = True
                    ) -> StructuralChange:
     """:func:`neurodegeneration` for callers that already hold parts of the computation.
 
@@ -79,34 +100,50 @@ def remove_weakest(net: nn.Module, k: int | str, n: int,
             float32 and narrower weights: the basis is then its eigenvectors, as in
             :func:`~isoplastic.linalg.left_singular_basis`, without forming it again.
         next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: computed).
+        indices: remove these positions instead of the ``n`` weakest (``n`` is then ignored).
+        diagonalise: rotate into the left singular basis first (the strengths are then the
+            singular values); without it the strengths are the incoming rows' norms.
     """
-    positive_int(n, "neurodegeneration")
+    op = "neurodegeneration" if indices is None else "remove_neurons"
+    if indices is None:
+        positive_int(n, op)
     if criterion not in CRITERIA:
         raise TopologyError(f"neurodegeneration: criterion={criterion!r}; choose one of {CRITERIA}")
-    block, k, name = resolve(net, k, "neurodegeneration")
+    block, k, name = resolve(net, k, op)
     layer = block.hidden_layer(k)
     space = layer.space
-    change = Change(f"neurodegeneration(net, k={name})", optimizer).validate_space(space)
+    change = Change(f"{op}(net, k={name})", optimizer).validate_space(space)
     width = space.size
+    chosen = None
+    if indices is not None:
+        chosen = integer_positions(indices, f"{op}(net, k={name})", width)
+        if not chosen:
+            raise TopologyError(f"{op}(net, k={name}): no indices given; pass at least one")
+        n = len(chosen)
     if n >= width:
         raise TopologyError(
-            f"neurodegeneration(net, k={name}, n={n}): hidden layer {name} has {width} neurons, "
+            f"{op}(net, k={name}, n={n}): hidden layer {name} has {width} neurons, "
             f"and removing {n} would disconnect the network; use n <= {width - 1}"
         )
     expectation = layer.fold_into_bias and layer.next_psi is None
     if expectation and layer.mean_gain is None:
         raise TopologyError(
-            f"neurodegeneration(net, k={name}): psi='expectation' folds mean(g)·b*·w* into the "
+            f"{op}(net, k={name}): psi='expectation' folds mean(g)·b*·w* into the "
             "next bias, but no training-mode forward pass has recorded the mean gain yet; run one "
             "batch through net.train() first"
         )
     w = layer.incoming_matrix()
-    u, s = left_singular_basis(w, gram=gram)
-    strengths = neuron_strengths(s, width)
+    if diagonalise:
+        u, s = left_singular_basis(w, gram=gram)
+        strengths = neuron_strengths(s, width)
+    else:  # the current basis: identity rotation; a row's norm bounds its part of ‖W_D‖₂
+        u, strengths = torch.eye(width, dtype=w.dtype, device=w.device), w.norm(dim=1)
     rot = ostate.Rotation(u)
     bias = rot.apply(layer.bias.detach(), 0, ostate.FIRST)  # (n_k,) = Uᵀ b
     out = rot.apply(layer.outgoing.detach(), 1, ostate.FIRST)  # (n_next, n_k) = W_{k+1} U
-    if criterion == "singular_value":
+    if chosen is not None:
+        drop = torch.tensor(chosen, dtype=torch.long)
+    elif criterion == "singular_value":
         drop = torch.arange(width - n, width)
     else:
         impact = strengths.to(out.dtype) * out.norm(dim=0)
@@ -119,7 +156,8 @@ def remove_weakest(net: nn.Module, k: int | str, n: int,
     carried = w_star @ b_star  # (n_next,)
 
     act = layer.activation
-    change.rotate(space, u, check_orthogonal=False)
+    if diagonalise:
+        change.rotate(space, u, check_orthogonal=False)
     if act.mode is not IntrinsicLength.NONE:
         change.set_length(act, act.o + float((b_star * b_star).sum()))
     if layer.next_psi is not None:
@@ -143,7 +181,7 @@ def remove_weakest(net: nn.Module, k: int | str, n: int,
     if layer.next_psi is None:
         offset += float(carried.norm())
     return StructuralChange(
-        op="neurodegeneration", layer=k, n=n, width_before=width, width_after=width - n,
+        op=op, layer=k, n=n, width_before=width, width_after=width - n,
         removed_singular_values=[float(x) for x in removed_s],
         removed_bias=[float(x) for x in b_star],
         predicted_bound=bound if math.isfinite(bound) else float("inf"),
