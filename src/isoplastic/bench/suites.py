@@ -310,6 +310,7 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         "neuroadapt_no_change_epoch_fraction": frac["neuroadapt_no_change"],
         "fractions": frac, "times": t.as_dict(), "decision_check": check,
         "transaction_clone_s": t_med(clone_t, "clone"),
+        "rollback_memory": rollback_memory(widths, batch),
         "first_layer_parts_s": parts,
         "first_layer_parts_epoch_fraction": {k: v / epoch_s for k, v in parts.items()},
         "growth_in_k": {
@@ -686,6 +687,70 @@ print(json.dumps({"time_s": ts[len(ts) // 2], "peak_rss_mib": peak,
 """
 
 
+_ROLLBACK_WORKER = r"""
+import json, resource, sys
+import torch
+torch.set_num_threads(1)
+import torch.nn.functional as F
+import isoplastic as ip
+from isoplastic.core.change import transaction
+widths = [int(v) for v in sys.argv[1].split(",")]; batch = int(sys.argv[2])
+torch.manual_seed(0)
+net = ip.IsotropicMLP(widths)
+ip.neuroadapt(net, scaffold=2, threshold=0.1, init_scale=0.0)
+for k in (0, 1):  # five silent extra neurons in two layers: the pass makes two removals
+    ip.neurogenesis(net, k, 5, init_scale=0.0)
+opt = torch.optim.AdamW(net.parameters(), 1e-3)
+x = torch.randn(batch, widths[0]); y = torch.randint(0, widths[-1], (batch,))
+for _ in range(2):
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(net(x), y).backward(); opt.step()
+F.cross_entropy(net(x), y).backward()  # gradients stay populated, as in a user's loop
+model_bytes = sum(p.numel() * p.element_size() * 2 for p in net.parameters()) + sum(
+    v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
+    if torch.is_tensor(v))
+def _status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    rss0 = _status("VmRSS")
+except OSError:
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with transaction() as journal:
+    changes = ip.neuroadapt(net, scaffold=2, threshold=0.1, optimizer=opt, guard=lambda c: None)
+    held = journal.held_bytes()
+try:
+    peak = _status("VmHWM")
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"changes": [(c.op, c.layer, c.n) for c in changes], "touched_bytes": held,
+                  "model_bytes": model_bytes, "peak_growth_bytes": peak - rss0}))
+"""
+
+
+def rollback_memory(widths=(3072, 500, 500, 10), batch: int = 48) -> dict:
+    """Peak extra memory of one guarded :func:`~isoplastic.neuroadapt` pass, against the
+    tensors it touches.
+
+    Question: does making changes all-or-nothing cost more than the tensors they touch? The
+    change pipeline journals the originals of touched tensors by reference (each step replaces a
+    tensor instead of writing into it), so the cost model is: extra memory ≈ the touched tensors
+    once (data, gradients, optimizer state of the changed layers) plus the decomposition's
+    workspace. Goal: at most 2× the touched tensors. Measured in a fresh subprocess whose
+    peak-RSS mark is reset before the pass (Linux), on a network with filled AdamW state and
+    live gradients, with a guard on every change (the trainer's configuration).
+    """
+    out = subprocess.run([sys.executable, "-c", _ROLLBACK_WORKER, ",".join(map(str, widths)),
+                          str(batch)], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["widths"] = list(widths)
+    r["peak_over_touched"] = r["peak_growth_bytes"] / max(r["touched_bytes"], 1)
+    r["touched_over_model"] = r["touched_bytes"] / max(r["model_bytes"], 1)
+    return r
+
+
 def _fit_exponent(xs: list[float], ys: list[float]) -> float:
     lx = torch.tensor([math.log(v) for v in xs], dtype=torch.float64)
     ly = torch.tensor([math.log(v) for v in ys], dtype=torch.float64)
@@ -756,6 +821,7 @@ def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "
                   dict(train_batches=60, repeats=3) if quick else dict(train_batches=300, repeats=7))
             r = adaptation_cost(log=log, **kw)
             res["neuroadapt_epoch_fraction"] = r["neuroadapt_epoch_fraction"]
+            res["rollback_peak_over_touched"] = r["rollback_memory"]["peak_over_touched"]
         elif s == "sparse":
             kw = (dict(width=32, depths=(4,), batch=8, repeats=3) if tiny else
                   dict(depths=(4, 8, 12), repeats=7) if quick else dict(depths=(4, 6, 8, 10, 12)))

@@ -205,6 +205,8 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
 
     head("train_step_ratio", "≤ 1.10 at every size", lambda v: v <= 1.10)
     head("neuroadapt_epoch_fraction", "≤ 0.001 (0.1 % of an epoch)", lambda v: v <= 1e-3)
+    head("rollback_peak_over_touched", "≤ 2 (× the tensors a guarded pass touches)",
+         lambda v: v <= 2.0)
     if "sparse" in s:
         gap = s["sparse"]["max_abs_gap"]
         head("sparse_inference_ratio", "within 0.05 of the non-zero ratio",
@@ -261,8 +263,18 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
         L += ["", "Decision check (fast counts vs `svdvals` counts, same network): "
               + "; ".join(f"{k}: same changes {v['same_changes']}, max weight difference "
                           f"{v['max_abs_weight_diff']:.1e}" for k, v in a["decision_check"].items())
-              + f". Cloning every parameter (one `transaction`) costs "
-              f"{_f(a['transaction_clone_s'] * 1e3, 2)} ms.", ""]
+              + ".", ""]
+        m = a.get("rollback_memory")
+        if m:
+            mib = 2.0 ** 20
+            L += ["Memory of all-or-nothing changes: one guarded `neuroadapt` pass "
+                  f"({len(m['changes'])} changes: {m['changes']}) journals the originals of the "
+                  f"tensors it touches, {_f(m['touched_bytes'] / mib, 1)} MiB (data, gradients "
+                  f"and AdamW state; the whole model with its state is "
+                  f"{_f(m['model_bytes'] / mib, 1)} MiB). Peak extra RSS during the pass: "
+                  f"{_f(m['peak_growth_bytes'] / mib, 1)} MiB = {_f(m['peak_over_touched'], 2)}× "
+                  "the touched tensors (goal ≤ 2×; the rest is the decompositions' workspace).",
+                  ""]
     if "sparse" in s:
         a = s["sparse"]
         L += ["## 3. Sparsity as speed", "",

@@ -105,15 +105,22 @@ class Journal:
     def n_tensors(self) -> int:
         return len(self._tensors)
 
-    def recorded_bytes(self) -> int:
-        """Bytes of the originals this journal keeps alive (data and gradients)."""
+    def held_bytes(self) -> int:
+        """Bytes of the originals this journal keeps alive: the data, gradients and optimizer
+        state of every tensor touched so far (each storage counted once). This is the memory
+        a change needs for its rollback: the touched tensors, once, never the whole model."""
+        held: list[Tensor] = []
+        for _, data, grad in self._tensors.values():
+            held += [data] + ([grad] if grad is not None else [])
+        for _, _, entry in self._states.values():
+            held += [v for v in (entry or {}).values() if isinstance(v, Tensor)]
         seen: set[int] = set()
         total = 0
-        for _, data, grad in self._tensors.values():
-            for x in (data, grad):
-                if x is not None and x.untyped_storage().data_ptr() not in seen:
-                    seen.add(x.untyped_storage().data_ptr())
-                    total += x.untyped_storage().nbytes()
+        for x in held:
+            storage = x.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
         return total
 
 

@@ -70,8 +70,8 @@ class SparseMLP(nn.Module):
             self.register_buffer(f"psi{k}", psi[k].detach().clone())  # type: ignore[index]
 
     def _affine(self, i: int, h: Tensor) -> Tensor:
-        w: Tensor = getattr(self, f"w{i}")
-        b: Tensor = getattr(self, f"b{i}")
+        w = self.get_buffer(f"w{i}")
+        b = self.get_buffer(f"b{i}")
         if self.kinds[i] == "dense":
             return torch.addmm(b, h, w.mT)
         out, inp = self.shapes[i]
@@ -92,7 +92,7 @@ class SparseMLP(nn.Module):
             h, g = act.forward_with_gain(z)
             z = self._affine(k + 1, h)
             if self.n_psi:
-                z = z + getattr(self, f"psi{k}") * g
+                z = z + self.get_buffer(f"psi{k}") * g
         return z
 
     def parameter_count(self) -> int:
