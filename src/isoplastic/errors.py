@@ -20,3 +20,10 @@ class UnsupportedOptimizerError(IsoplasticError, TypeError):
 
 class NonFiniteError(IsoplasticError, ValueError):
     """A tensor that a structural change would read holds NaN or Inf."""
+
+
+class OptimizerStateError(IsoplasticError, ValueError):
+    """Saved optimizer state does not fit the optimizer it is loaded into (name, shape, dtype).
+
+    Raised before anything is modified: the optimizer is left as it was.
+    """

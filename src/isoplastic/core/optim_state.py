@@ -20,16 +20,22 @@ kept (their ``.data`` is replaced), so ``optimizer.param_groups`` and ``optimize
 pointing at the live parameters. Optimizers outside :data:`SUPPORTED_OPTIMIZERS`, and state keys
 outside :data:`STATE_KINDS`, are refused with :class:`~isoplastic.errors.UnsupportedOptimizerError`
 before anything changes; :func:`register_optimizer` extends both tables.
+
+The same table drives the state's input and output (last section): :func:`state_tensors` /
+:func:`state_meta` / :func:`load_state_tensors` for checkpoints and broadcasts,
+:func:`state_digest` and :func:`move_state` for distributed runs. No other module knows which
+keys are scalars.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-from ..errors import NonFiniteError, UnsupportedOptimizerError
+from ..errors import NonFiniteError, OptimizerStateError, UnsupportedOptimizerError
 from ..linalg import all_finite
 
 FIRST = "first"
@@ -197,3 +203,248 @@ def restore_entry(optimizer: torch.optim.Optimizer, param: Tensor, entry: object
         optimizer.state.pop(param, None)
     else:
         optimizer.state[param] = dict(entry)  # type: ignore[call-overload]
+
+
+# =================================================================================================
+# Optimizer-state I/O: checkpoints and distributed runs
+# =================================================================================================
+#
+# Saving, loading, hashing and moving the state go through the same table as transport: a key of
+# kind ``first``/``second`` is a per-element tensor of its parameter's shape and dtype, a key of
+# kind ``keep`` is a 0-dim scalar (``step``, NAdam's ``mu_product``). A key outside the table is
+# refused, never guessed.
+
+def _unsupported_class(optimizer: torch.optim.Optimizer) -> UnsupportedOptimizerError:
+    return UnsupportedOptimizerError(
+        f"isoplastic cannot save, load, hash or move the state of {type(optimizer).__name__}; "
+        f"supported optimizers: {_supported_names()}. Register a new one with "
+        "isoplastic.register_optimizer(cls, {state_key: 'first' | 'second' | 'keep'})"
+    )
+
+
+def state_kind(key: str, optimizer: torch.optim.Optimizer | None = None) -> str:
+    """The kind (``"first"``, ``"second"`` or ``"keep"``) of state key ``key``; raises
+    :class:`UnsupportedOptimizerError` for a key outside :data:`STATE_KINDS`."""
+    kind = STATE_KINDS.get(key)
+    if kind is None:
+        owner = type(optimizer).__name__ if optimizer is not None else "the optimizer"
+        raise UnsupportedOptimizerError(
+            f"{owner} holds state {key!r}, whose kind is unknown; classify it with "
+            "isoplastic.register_optimizer(cls, {key: 'first' | 'second' | 'keep'})"
+        )
+    return kind
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The optimizer's parameters in ``param_groups`` order; position ``i`` is the ``<i>`` of the
+    state names of :func:`state_tensors`."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _groups_by_param(optimizer: torch.optim.Optimizer) -> dict[int, dict]:
+    return {id(p): group for group in optimizer.param_groups for p in group["params"]}
+
+
+def _check_value(optimizer: torch.optim.Optimizer, name: str, p: Tensor, kind: str,
+                 value: Tensor, *, dtype: bool = False) -> None:
+    """Raise :class:`OptimizerStateError` unless ``value`` has the shape (and, per element and if
+    ``dtype``, the dtype) that ``kind`` prescribes for parameter ``p``."""
+    if kind == KEEP:
+        if value.dim() != 0:
+            raise OptimizerStateError(
+                f"{type(optimizer).__name__} state {name} has shape {tuple(value.shape)}, but "
+                "its key is of kind 'keep' (a scalar that no change of basis touches), which must "
+                "be 0-dim; the state was made by a different optimizer or the key is misclassified")
+        return
+    if value.shape != p.shape:
+        raise OptimizerStateError(
+            f"{type(optimizer).__name__} state {name} has shape {tuple(value.shape)} but its "
+            f"parameter has {tuple(p.shape)}; per-element state ({kind!r} moment) must have the "
+            "parameter's shape - the state belongs to other parameters or other widths")
+    if dtype and value.dtype != p.dtype:
+        raise OptimizerStateError(
+            f"{type(optimizer).__name__} state {name} has dtype {value.dtype} but its parameter "
+            f"has {p.dtype}; convert the model and the state to one dtype before loading")
+
+
+def _entries(optimizer: torch.optim.Optimizer
+             ) -> list[tuple[str, Tensor, str, Tensor | bool | int | float]]:
+    """``(name, parameter, kind, value)`` for every state entry, in parameter order and sorted key
+    order, after checking the class, every key and every tensor shape against the table."""
+    if not isinstance(optimizer, tuple(SUPPORTED_OPTIMIZERS)):
+        raise _unsupported_class(optimizer)
+    out = []
+    for i, p in enumerate(optimizer_params(optimizer)):
+        for key, value in sorted(optimizer.state.get(p, {}).items()):
+            kind = state_kind(key, optimizer)
+            name = f"{i}.{key}"
+            if value is None:  # e.g. a momentum buffer not created yet: the same as absent
+                continue
+            if isinstance(value, Tensor):
+                _check_value(optimizer, name, p, kind, value)
+            elif kind != KEEP or not isinstance(value, (bool, int, float)):
+                raise OptimizerStateError(
+                    f"{type(optimizer).__name__} state {name} is a {type(value).__name__}; only "
+                    "tensors and, for 'keep' keys, plain numbers can be saved")
+            out.append((name, p, kind, value))
+    return out
+
+
+def state_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """Every state tensor of ``optimizer`` under the flat name ``"<i>.<key>"`` (``i``: position in
+    :func:`optimizer_params`), detached, contiguous CPU copies ready for safetensors.
+
+    Per-element moments have their parameter's shape ``(n_out, n_in, ...)``; ``keep`` scalars are
+    0-dim. Non-tensor ``keep`` values (none in torch's own optimizers) are in
+    :func:`state_numbers`. Raises :class:`UnsupportedOptimizerError` for an optimizer or key
+    outside the table and :class:`OptimizerStateError` for a tensor of the wrong shape.
+    """
+    return {name: value.detach().cpu().contiguous().clone()
+            for name, _, _, value in _entries(optimizer) if isinstance(value, Tensor)}
+
+
+def state_numbers(optimizer: torch.optim.Optimizer) -> dict[str, bool | int | float]:
+    """The non-tensor ``keep`` state values by the names of :func:`state_tensors` (JSON-able)."""
+    return {name: value for name, _, _, value in _entries(optimizer)
+            if not isinstance(value, Tensor)}
+
+
+def state_meta(optimizer: torch.optim.Optimizer) -> dict:
+    """JSON-able description of ``optimizer`` besides its state tensors: the class name, every
+    parameter group's hyper-parameters with its parameter count ``n_params``, and the non-tensor
+    state under ``"scalars"`` (``{"<i>": {key: value}}``)."""
+    scalars: dict[str, dict] = {}
+    for name, value in state_numbers(optimizer).items():
+        index, key = name.split(".", 1)
+        scalars.setdefault(index, {})[key] = value
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
+              for g in optimizer.param_groups]
+    return {"class": type(optimizer).__name__, "groups": groups, "scalars": scalars}
+
+
+def _place(value: Tensor, kind: str, p: Tensor, group: dict, device: torch.device) -> Tensor:
+    """Where a state tensor lives: per-element moments on ``device``; ``keep`` scalars on the CPU
+    unless the group is ``capturable`` or ``fused`` (torch's own placement rule for them)."""
+    if kind != KEEP or group.get("capturable") or group.get("fused"):
+        return value.to(device)
+    return value
+
+
+def load_state_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
+                       meta: dict | None = None, *, prefix: str = "") -> None:
+    """Replace the state of ``optimizer`` (built over the same parameters, in the same order) by
+    ``tensors`` named as :func:`state_tensors` names them (after ``prefix``; other names are
+    ignored), and, if ``meta`` (from :func:`state_meta`) is given, its hyper-parameters and
+    non-tensor state.
+
+    Everything is validated before anything is written: the class, the group sizes, every name
+    (``"<i>.<key>"`` with ``i`` a parameter position and ``key`` in :data:`STATE_KINDS`), every
+    per-element shape and dtype against its parameter, every ``keep`` value 0-dim. Raises
+    :class:`OptimizerStateError` or :class:`UnsupportedOptimizerError`; the optimizer is then
+    unchanged. Per-element tensors are copied onto their parameter's device.
+    """
+    if not isinstance(optimizer, tuple(SUPPORTED_OPTIMIZERS)):
+        raise _unsupported_class(optimizer)
+    cls = type(optimizer).__name__
+    params = optimizer_params(optimizer)
+    groups = _groups_by_param(optimizer)
+    if meta is not None:
+        if meta.get("class") != cls:
+            raise OptimizerStateError(f"the saved optimizer is {meta.get('class')!r}, not {cls}; "
+                                      f"build a {meta.get('class')} (or use optimizer_from_meta)")
+        sizes = [g["n_params"] for g in meta["groups"]]
+        if sizes != [len(g["params"]) for g in optimizer.param_groups]:
+            raise OptimizerStateError(
+                f"the saved {cls} has parameter groups of sizes {sizes} but this one has "
+                f"{[len(g['params']) for g in optimizer.param_groups]}; build it over the same "
+                "parameters in the same groups")
+    entries: dict[str, bool | int | float | Tensor] = {
+        name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
+    if meta is not None:
+        for index, values in meta.get("scalars", {}).items():
+            entries.update({f"{index}.{key}": value for key, value in values.items()})
+    new: dict[int, dict] = {}
+    for name, value in entries.items():
+        index, _, key = name.partition(".")
+        if not index.isdigit() or not key:
+            raise OptimizerStateError(f"optimizer state name {prefix}{name!r} is not "
+                                      "'<parameter index>.<state key>'")
+        if int(index) >= len(params):
+            raise OptimizerStateError(
+                f"optimizer state {prefix}{name} is for parameter {index}, but the {cls} has "
+                f"{len(params)} parameters; build it over the same parameters in the same order")
+        p = params[int(index)]
+        kind = state_kind(key, optimizer)
+        if isinstance(value, Tensor):
+            _check_value(optimizer, prefix + name, p, kind, value, dtype=True)
+            value = _place(value.detach().clone(), kind, p, groups[id(p)], p.device)
+        elif kind != KEEP:
+            raise OptimizerStateError(f"optimizer state {prefix}{name} is a number, but "
+                                      f"{key!r} is a per-element ({kind!r}) key")
+        new.setdefault(int(index), {})[key] = value
+    if meta is not None:
+        for group, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
+            group.update({k: tuple(v) if isinstance(v, list) else v
+                          for k, v in saved.items() if k != "n_params"})
+    optimizer.state.clear()
+    for index in sorted(new):
+        optimizer.state[params[index]] = new[index]
+
+
+def optimizer_from_meta(param_groups: list[list[Tensor]] | list[Tensor], meta: dict
+                        ) -> torch.optim.Optimizer:
+    """A fresh optimizer of the class :func:`state_meta` recorded, over ``param_groups`` (one
+    list per saved group, or a flat list split by the saved group sizes), with the saved
+    hyper-parameters and no state. Only classes in :data:`SUPPORTED_OPTIMIZERS` are built."""
+    by_name = {c.__name__: c for c in SUPPORTED_OPTIMIZERS}
+    cls = by_name.get(meta.get("class", ""))
+    if cls is None:
+        raise UnsupportedOptimizerError(
+            f"the saved optimizer {meta.get('class')!r} is not supported; supported optimizers: "
+            f"{_supported_names()} (register_optimizer adds one)")
+    sizes = [g["n_params"] for g in meta["groups"]]
+    if param_groups and isinstance(param_groups[0], Tensor):
+        flat = list(param_groups)
+        if len(flat) != sum(sizes):
+            raise OptimizerStateError(f"the saved {cls.__name__} has {sum(sizes)} parameters in "
+                                      f"groups of {sizes}, but {len(flat)} were given")
+        starts = [sum(sizes[:j]) for j in range(len(sizes))]
+        param_groups = [flat[s:s + n] for s, n in zip(starts, sizes)]
+    if [len(g) for g in param_groups] != sizes:
+        raise OptimizerStateError(f"the saved {cls.__name__} has parameter groups of sizes "
+                                  f"{sizes}, but {[len(g) for g in param_groups]} were given")
+    optimizer = cls([{"params": list(g)} for g in param_groups])
+    for group, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
+        group.update({k: tuple(v) if isinstance(v, list) else v
+                      for k, v in saved.items() if k != "n_params"})
+    return optimizer
+
+
+def state_digest(optimizer: torch.optim.Optimizer) -> bytes:
+    """sha256 of the class, every group's hyper-parameters and every state entry (name, dtype,
+    shape and raw bytes of tensors; ``repr`` of numbers), in parameter and key order."""
+    h = hashlib.sha256(type(optimizer).__name__.encode())
+    for group in optimizer.param_groups:
+        h.update(repr(sorted((k, v) for k, v in group.items() if k != "params")).encode())
+        h.update(f"|{len(group['params'])}|".encode())
+    for name, _, _, value in _entries(optimizer):
+        if isinstance(value, Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}|{t.dtype}|{tuple(value.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"{name}={value!r}|".encode())
+    return h.digest()
+
+
+def move_state(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
+    """Move the state tensors of ``optimizer`` to ``device`` (after the model was moved there):
+    per-element moments always, ``keep`` scalars only for ``capturable``/``fused`` groups (torch
+    keeps them on the CPU otherwise). Unknown keys are refused before anything moves."""
+    device = torch.device(device)
+    groups = _groups_by_param(optimizer)
+    entries = _entries(optimizer)
+    for name, p, kind, value in entries:
+        if isinstance(value, Tensor):
+            optimizer.state[p][name.split(".", 1)[1]] = _place(value, kind, p, groups[id(p)],
+                                                                 device)
