@@ -30,7 +30,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import IsoplasticError
+from ..core import optim_state as ostate
+from ..errors import IsoplasticError, OptimizerStateError, UnsupportedOptimizerError
 from ..nn import IsotropicMLP
 from ..nn.conv import IsotropicCNN
 from .config import TrainConfig
@@ -78,50 +79,21 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
 
 # -- optimizer / RNG state ---------------------------------------------------------------------
 
-def _optim_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
 def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "") -> tuple[dict, dict]:
-    """(tensors, json-able) for the optimizer: ``optim.<i>.<key>`` tensors, other values and
-    the hyper-parameters of every parameter group."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for i, p in enumerate(_optim_params(optimizer)):
-        for key, value in optimizer.state.get(p, {}).items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}optim.{i}.{key}"] = value.detach().contiguous().clone()
-            else:
-                scalars.setdefault(str(i), {})[key] = value
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
-              for g in optimizer.param_groups]
-    return tensors, {"class": type(optimizer).__name__, "groups": groups, "scalars": scalars}
+    """(tensors, json-able) for the optimizer: its state tensors as ``<prefix>optim.<i>.<key>``
+    and :func:`~isoplastic.core.optim_state.state_meta` (class, hyper-parameters, numbers)."""
+    tensors = {f"{prefix}optim.{name}": t for name, t in ostate.state_tensors(optimizer).items()}
+    return tensors, ostate.state_meta(optimizer)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                          meta: dict, prefix: str = "") -> None:
-    """Put saved state into ``optimizer`` (built over the same parameters, in the same order)."""
-    params = _optim_params(optimizer)
-    if meta.get("class") != type(optimizer).__name__:
-        raise CheckpointError(f"checkpoint optimizer is {meta.get('class')!r}, not "
-                              f"{type(optimizer).__name__}")
-    for group, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
-        for k, v in saved.items():
-            if k != "n_params":
-                group[k] = tuple(v) if isinstance(v, list) else v
-    optimizer.state.clear()
-    lead = f"{prefix}optim."
-    for name, value in tensors.items():
-        if not name.startswith(lead):
-            continue
-        index, key = name[len(lead):].split(".", 1)
-        p = params[int(index)]
-        if key != "step" and value.shape != p.shape:
-            raise CheckpointError(f"optimizer state {name} has shape {tuple(value.shape)} but the "
-                                  f"parameter has {tuple(p.shape)}; the checkpoint is inconsistent")
-        optimizer.state[p][key] = value.clone()
-    for index, values in meta.get("scalars", {}).items():
-        optimizer.state[params[int(index)]].update(values)
+    """Put saved state into ``optimizer`` (built over the same parameters, in the same order);
+    all of it is validated first (:func:`~isoplastic.core.optim_state.load_state_tensors`)."""
+    try:
+        ostate.load_state_tensors(optimizer, tensors, meta, prefix=f"{prefix}optim.")
+    except (OptimizerStateError, UnsupportedOptimizerError) as exc:
+        raise CheckpointError(f"{exc}; the checkpoint is inconsistent") from exc
 
 
 def rng_states() -> dict:
@@ -317,7 +289,10 @@ def rebuild_arms(arms: dict[str, dict], tensors: dict[str, torch.Tensor], config
         except RuntimeError as exc:
             raise CheckpointError(f"{source}: model tensors of {arm!r} do not fit the saved "
                                   f"architecture ({exc})") from exc
-        opt = make_optimizer(net, config)
+        try:  # the class and hyper-parameters that were saved, whichever the run used
+            opt = ostate.optimizer_from_meta(list(net.parameters()), info["optimizer"])
+        except (OptimizerStateError, UnsupportedOptimizerError) as exc:
+            raise CheckpointError(f"{source}: optimizer of {arm!r}: {exc}") from exc
         load_optimizer_state(opt, tensors, info["optimizer"], pre)
         nets[arm], optimizers[arm] = net, opt
     return nets, optimizers

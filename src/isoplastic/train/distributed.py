@@ -33,6 +33,7 @@ from datetime import timedelta
 
 import torch
 
+from ..core import optim_state as ostate
 from ..errors import IsoplasticError
 
 BACKEND_ENV = "ISOPLASTIC_DIST_BACKEND"
@@ -205,34 +206,17 @@ def shutdown(ctx: DistContext) -> None:
 
 
 def state_digest(nets: dict, optimizers: dict) -> bytes:
-    """sha256 over every arm's state dict (names, dtypes, shapes, bytes) and optimizer state."""
+    """sha256 over every arm's state dict (names, dtypes, shapes, bytes) and its optimizer
+    (:func:`~isoplastic.core.optim_state.state_digest`: hyper-parameters and every state entry)."""
     h = hashlib.sha256()
-
-    def add(name: str, t: torch.Tensor) -> None:
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
     for arm in sorted(nets):
         for name, t in nets[arm].state_dict().items():
-            add(f"{arm}.model.{name}", t)
-        params = [p for g in optimizers[arm].param_groups for p in g["params"]]
-        for i, p in enumerate(params):
-            for key, value in sorted(optimizers[arm].state.get(p, {}).items()):
-                if isinstance(value, torch.Tensor):
-                    add(f"{arm}.optim.{i}.{key}", value)
-                else:
-                    h.update(f"{arm}.optim.{i}.{key}={value!r}".encode())
+            flat = t.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{arm}.model.{name}|{flat.dtype}|{tuple(t.shape)}|".encode())
+            h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        h.update(f"{arm}.optim|".encode() + ostate.state_digest(optimizers[arm]))
     return h.digest()
 
 
-def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Move the optimizer's state tensors to ``device`` (``step`` counters stay on the CPU)."""
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and key != "step":
-                state[key] = value.to(device)
-
-
 __all__ = ["DistContext", "DistributedDivergenceError", "DistributedError", "init_distributed",
-           "move_optimizer_state", "shutdown", "state_digest", "world_size_from_env"]
+           "shutdown", "state_digest", "world_size_from_env"]

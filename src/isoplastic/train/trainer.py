@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..core.optim_state import move_state
 from ..data import Dataset, load_dataset
 from ..nn import IsotropicMLP
 from ..nn.conv import IsotropicCNN
@@ -62,7 +63,7 @@ from .checkpoint import (
     set_rng_states,
 )
 from .config import ConfigError, TrainConfig
-from .distributed import DistContext, DistributedError, move_optimizer_state, state_digest
+from .distributed import DistContext, DistributedError, state_digest
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -425,7 +426,7 @@ class Trainer:
         for n in names:
             self._models[n] = self.arms[n].net  # drop the old wrapper first
             self.arms[n].net = nets[n].to(self.device)
-            move_optimizer_state(opts[n], self.device)
+            move_state(opts[n], self.device)
             self.arms[n].optimizer = opts[n]
             self._models[n] = d.wrap(self.arms[n].net)
         if not d.is_main and header["changes"]:
