@@ -30,11 +30,16 @@ def test_lean_import_check_would_notice_a_heavy_import():
     assert "matplotlib" in mods
 
 
+# Every key of the state table except "sum" (Adagrad's), which is also torch's reduction="sum".
+STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "grad_avg",
+              "square_avg", "acc_delta", "step", "mu_product")
+
+
 def test_optimizer_state_keys_have_one_owner():
     owners = {
         key: sorted(p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py")
                     if f'"{key}"' in p.read_text())
-        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer")
+        for key in STATE_KEYS
     }
     assert all(v == ["core/optim_state.py"] for v in owners.values()), owners
 
