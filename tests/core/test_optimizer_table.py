@@ -245,6 +245,7 @@ def _assert_same_optimizer(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -
     for ga, gb in zip(a.param_groups, b.param_groups, strict=True):
         assert {k: v for k, v in ga.items() if k != "params"} == \
             {k: v for k, v in gb.items() if k != "params"}
+    assert a.defaults == b.defaults
 
 
 @pytest.mark.parametrize(("cls", "kw", "keys"), CASES)
@@ -370,6 +371,9 @@ def test_optimizer_from_meta_splits_groups_and_restores_hyper_parameters():
     _assert_same_optimizer(opt, rebuilt)
     with pytest.raises(OptimizerStateError, match="groups of"):
         ostate.optimizer_from_meta(params[:-1], ostate.state_meta(opt))
+    opt.param_groups[1]["lr"] = torch.tensor(0.1)  # JSON could not hold it exactly
+    with pytest.raises(OptimizerStateError, match="parameter group 1 has lr=Tensor"):
+        ostate.state_meta(opt)
 
 
 # -- distributed helpers (no processes) --------------------------------------------------------

@@ -309,17 +309,40 @@ def state_numbers(optimizer: torch.optim.Optimizer) -> dict[str, bool | int | fl
             if not isinstance(value, Tensor)}
 
 
+def _json_settings(optimizer: torch.optim.Optimizer, settings: dict, where: str) -> dict:
+    """``settings`` without ``params``, refusing a value JSON cannot hold exactly."""
+    def plain(v: object) -> bool:
+        if isinstance(v, (tuple, list)):
+            return all(plain(x) for x in v)
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    out = {k: v for k, v in settings.items() if k != "params"}
+    for k, v in out.items():
+        if not plain(v):
+            raise OptimizerStateError(
+                f"{type(optimizer).__name__} {where} has {k}={type(v).__name__}; saved "
+                "hyper-parameters must be numbers, strings, None or tuples of them (e.g. a float "
+                "learning rate, not a tensor)")
+    return out
+
+
 def state_meta(optimizer: torch.optim.Optimizer) -> dict:
-    """JSON-able description of ``optimizer`` besides its state tensors: the class name, every
-    parameter group's hyper-parameters with its parameter count ``n_params``, and the non-tensor
-    state under ``"scalars"`` (``{"<i>": {key: value}}``)."""
+    """JSON-able description of ``optimizer`` besides its state tensors: the class name, its
+    ``defaults``, every parameter group's hyper-parameters with its parameter count
+    ``n_params``, and the non-tensor state under ``"scalars"`` (``{"<i>": {key: value}}``)."""
     scalars: dict[str, dict] = {}
     for name, value in state_numbers(optimizer).items():
         index, key = name.split(".", 1)
         scalars.setdefault(index, {})[key] = value
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
-              for g in optimizer.param_groups]
-    return {"class": type(optimizer).__name__, "groups": groups, "scalars": scalars}
+    groups = [_json_settings(optimizer, g, f"parameter group {j}") | {"n_params": len(g["params"])}
+              for j, g in enumerate(optimizer.param_groups)]
+    return {"class": type(optimizer).__name__, "groups": groups, "scalars": scalars,
+            "defaults": _json_settings(optimizer, optimizer.defaults, "defaults")}
+
+
+def _settings(saved: dict) -> dict:
+    """Saved hyper-parameters back in the optimizer's own form (JSON lists become tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k != "n_params"}
 
 
 def _place(value: Tensor, kind: str, p: Tensor, group: dict, device: torch.device) -> Tensor:
@@ -334,8 +357,8 @@ def load_state_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
                        meta: dict | None = None, *, prefix: str = "") -> None:
     """Replace the state of ``optimizer`` (built over the same parameters, in the same order) by
     ``tensors`` named as :func:`state_tensors` names them (after ``prefix``; other names are
-    ignored), and, if ``meta`` (from :func:`state_meta`) is given, its hyper-parameters and
-    non-tensor state.
+    ignored), and, if ``meta`` (from :func:`state_meta`) is given, its hyper-parameters (groups
+    and defaults) and non-tensor state.
 
     Everything is validated before anything is written: the class, the group sizes, every name
     (``"<i>.<key>"`` with ``i`` a parameter position and ``key`` in :data:`STATE_KINDS`), every
@@ -383,9 +406,9 @@ def load_state_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
                                       f"{key!r} is a per-element ({kind!r}) key")
         new.setdefault(int(index), {})[key] = value
     if meta is not None:
+        optimizer.defaults.update(_settings(meta.get("defaults", {})))
         for group, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
-            group.update({k: tuple(v) if isinstance(v, list) else v
-                          for k, v in saved.items() if k != "n_params"})
+            group.update(_settings(saved))
     optimizer.state.clear()
     for index in sorted(new):
         optimizer.state[params[index]] = new[index]
@@ -414,9 +437,9 @@ def optimizer_from_meta(param_groups: list[list[Tensor]] | list[Tensor], meta: d
         raise OptimizerStateError(f"the saved {cls.__name__} has parameter groups of sizes "
                                   f"{sizes}, but {[len(g) for g in param_groups]} were given")
     optimizer = cls([{"params": list(g)} for g in param_groups])
+    optimizer.defaults.update(_settings(meta.get("defaults", {})))
     for group, saved in zip(optimizer.param_groups, meta["groups"], strict=True):
-        group.update({k: tuple(v) if isinstance(v, list) else v
-                      for k, v in saved.items() if k != "n_params"})
+        group.update(_settings(saved))
     return optimizer
 
 
