@@ -423,6 +423,22 @@ def test_move_state_moves_moments_and_keeps_scalars_by_torch_rule(capturable):
             assert value.device.type == expected, key
 
 
+@pytest.mark.parametrize("capturable", [False, True])
+def test_load_places_state_by_the_loaded_groups(capturable):
+    net = _mlp()
+    opt = O.NAdam(net.parameters())
+    _steps(net, opt, 0, 1)
+    opt.param_groups[0]["capturable"] = capturable
+    params = [torch.nn.Parameter(torch.empty_like(p, device="meta")) for p in net.parameters()]
+    target = O.NAdam(params)  # built with capturable=False; the saved groups decide
+    ostate.load_state_tensors(target, ostate.state_tensors(opt), ostate.state_meta(opt))
+    assert target.param_groups[0]["capturable"] is capturable
+    for state in target.state.values():
+        for key, value in state.items():
+            scalar = ostate.STATE_KINDS[key] == ostate.KEEP
+            assert value.device.type == ("cpu" if scalar and not capturable else "meta"), key
+
+
 def test_move_state_refuses_an_unknown_key_before_moving_anything():
     net = _mlp()
     opt = O.Adam(net.parameters())

@@ -370,7 +370,6 @@ def load_state_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
         raise _unsupported_class(optimizer)
     cls = type(optimizer).__name__
     params = optimizer_params(optimizer)
-    groups = _groups_by_param(optimizer)
     if meta is not None:
         if meta.get("class") != cls:
             raise OptimizerStateError(f"the saved optimizer is {meta.get('class')!r}, not {cls}; "
@@ -381,6 +380,10 @@ def load_state_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tens
                 f"the saved {cls} has parameter groups of sizes {sizes} but this one has "
                 f"{[len(g['params']) for g in optimizer.param_groups]}; build it over the same "
                 "parameters in the same groups")
+    # the groups as they will be (``capturable``/``fused`` decide where scalars live)
+    views = optimizer.param_groups if meta is None else [
+        g | _settings(saved) for g, saved in zip(optimizer.param_groups, meta["groups"])]
+    groups = {id(p): view for view in views for p in view["params"]}
     entries: dict[str, bool | int | float | Tensor] = {
         name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
     if meta is not None:
