@@ -94,3 +94,14 @@ def test_mean_gain_is_recorded_the_same_way_by_mlp_and_cnn():
         cnn(torch.randn(5, 1, 4, 4))
         got = [m.hidden_layer(0).mean_gain is not None for m in (mlp, cnn)]
         assert got == [recorded, recorded]
+
+
+def test_parameter_order_is_layers_activations_psi():
+    # optimizer-state indices in checkpoints follow parameter order: keep it stable
+    net = ip.IsotropicMLP([4, 3, 3, 2], psi="trainable", intrinsic_length="trainable")
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["linears.0.weight", "linears.0.bias", "linears.1.weight", "linears.1.bias",
+                     "linears.2.weight", "linears.2.bias", "activations.0.log_o",
+                     "activations.1.log_o", "psi.0", "psi.1"]
+    cnn = ip.IsotropicCNN((1, 4, 4), [2], head=[3], psi="trainable")
+    assert [n for n, _ in cnn.named_parameters()][-2:] == ["psi.0", "psi.1"]

@@ -129,13 +129,15 @@ class AffineChain(IsoplasticBlock):
 
     # -- construction helpers -------------------------------------------------------------------
     def _init_chain(self, psi: str, psi_decay: float) -> None:
-        """Parse the ψ mode; must run before the layers are built."""
+        """Parse the ψ mode (before the layers are built, so a bad mode fails first)."""
         self.psi_mode = PsiMode.parse(psi)
         self.psi_decay = float(psi_decay)
-        self.psi = nn.ParameterList()
 
     def _build_psi(self, next_widths: Sequence[int]) -> None:
-        """One zero ψ vector per hidden space, sized by the pre-activation it feeds."""
+        """One zero ψ vector per hidden space, sized by the pre-activation it feeds. Registered
+        after the layers and activations, so parameter order (optimizer state indices in
+        checkpoints) is layers, activations, ψ."""
+        self.psi = nn.ParameterList()
         if self.psi_mode.has_vectors:
             trainable = self.psi_mode is not PsiMode.CONSTANT
             for w in next_widths:
