@@ -80,6 +80,8 @@ def ordered_svd(w: Tensor, full_v: bool = True) -> tuple[Tensor, Tensor, Tensor]
         intact. Columns of ``V`` beyond ``min(m, n)`` get the same canonical sign rule on their own.
     """
     m, n = w.shape
+    if w.dtype in (torch.float16, torch.bfloat16):  # no half-precision SVD: decompose in float32
+        w = w.to(torch.float32)
     u, s, vh = torch.linalg.svd(w, full_matrices=full_v or m > n)
     v = vh.mT
     k = s.shape[0]
@@ -111,8 +113,10 @@ def left_singular_basis(w: Tensor, gram: Tensor | None = None) -> tuple[Tensor, 
             instead of forming it again; ignored for float64 ``w``.
 
     Returns:
-        ``U`` of shape ``(m, m)`` in ``w``'s dtype with canonical column signs (as
-        :func:`ordered_svd`) and ``S`` of shape ``(min(m, n),)``, descending.
+        ``U`` of shape ``(m, m)`` with canonical column signs (as :func:`ordered_svd`) and ``S``
+        of shape ``(min(m, n),)``, descending; in ``w``'s dtype, except float32 for float16 and
+        bfloat16 ``w`` (a half-precision basis would be orthogonal to only ~3 digits; rotations
+        contract half-precision tensors in float32 anyway).
     """
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         u, s, _ = ordered_svd(w, full_v=False)
@@ -124,7 +128,13 @@ def left_singular_basis(w: Tensor, gram: Tensor | None = None) -> tuple[Tensor, 
     u = u.flip(1)
     lam = lam.flip(0)[: min(w.shape)]
     u = u * _canonical_signs(u)
-    return u.to(w.dtype), lam.clamp_min(0.0).sqrt().to(w.dtype)
+    out = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
+    return u.to(out), lam.clamp_min(0.0).sqrt().to(out)
+
+
+def decomposable(w: Tensor) -> Tensor:
+    """``w`` in a dtype LAPACK decomposes: float32 for float16 and bfloat16, else ``w`` itself."""
+    return w.to(torch.float32) if w.dtype in (torch.float16, torch.bfloat16) else w
 
 
 def all_finite(t: Tensor) -> bool:

@@ -92,7 +92,8 @@ def test_adam_moments_transported_by_dense_reference_rules(cls, kw, k):
 
 
 @pytest.mark.parametrize("psi", ["trainable", "none"])
-def test_growth_gives_zero_state_and_keeps_step_and_live_params(psi):
+@pytest.mark.parametrize("newborn", ["population", "zero"])
+def test_growth_gives_newborn_state_and_keeps_step_and_live_params(psi, newborn):
     net = random_isotropic_mlp([4, 5, 6, 3], "trainable", psi, seed=4)
     x = probe(net)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
@@ -100,15 +101,19 @@ def test_growth_gives_zero_state_and_keeps_step_and_live_params(psi):
     k, width = 1, 6
     before = {p: {key: v.clone() for key, v in opt.state[p].items()} for p in opt.state}
     ids = [id(p) for p in opt.param_groups[0]["params"]]
-    ip.neurogenesis(net, k, 2, opt, diagonalise=False)
+    ip.neurogenesis(net, k, 2, opt, diagonalise=False, newborn=newborn)
     assert [id(p) for p in opt.param_groups[0]["params"]] == ids
     assert all(a is b for a, b in zip(opt.param_groups[0]["params"], net.parameters(), strict=True))
     for p, dim in space_params(net, k):
         for key in ("exp_avg", "exp_avg_sq"):
             new = opt.state[p][key].narrow(dim, width, 2)
             old = opt.state[p][key].narrow(dim, 0, width)
-            assert bool((new == 0).all())
             assert torch.equal(old, before[p][key])
+            if key == "exp_avg_sq" and newborn == "population":
+                median = old.median(dim=dim, keepdim=True).values.expand_as(new)
+                assert torch.equal(new, median) and bool((new > 0).all())
+            else:
+                assert bool((new == 0).all())
         assert torch.equal(opt.state[p]["step"], before[p]["step"])
     assert math.isfinite(train(net, opt, x, 2))  # training continues
     assert all(torch.isfinite(p).all() for p in net.parameters())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import probe, train
+from reference import assert_identical, probe, snapshot, train
 
 import isoplastic as ip
 from isoplastic.testing import assert_function_preserved, random_isotropic_mlp
@@ -182,8 +182,26 @@ def test_assert_function_preserved_catches_stale_optimizer_state():
     x = probe(net)
     opt = adamw(net, x)
 
-    def grow_without_optimizer(n):
-        ip.neurogenesis(n, 0, 1)  # the optimizer is not told: its state keeps the old shape
+    def grow_with_stale_state(n):
+        ip.neurogenesis(n, 0, 1, optimizer=opt)
+        w = n.linears[0].weight  # then one state tensor keeps the old shape
+        opt.state[w]["exp_avg"] = opt.state[w]["exp_avg"][:-1].clone()
 
     with pytest.raises(AssertionError, match="optimizer state .* has shape"):
-        assert_function_preserved(grow_without_optimizer, net, x, opt)
+        assert_function_preserved(grow_with_stale_state, net, x, opt)
+
+
+def test_change_without_the_optimizer_that_holds_state_is_refused():
+    net = random_isotropic_mlp([4, 6, 3], "none", "none", seed=6)
+    x = probe(net)
+    opt = adamw(net, x)
+    snap = snapshot(net, opt)
+    with pytest.raises(ip.UnsupportedOptimizerError, match=r"neurogenesis.*state in a AdamW "
+                                                          r"optimizer, but no optimizer was passed"):
+        ip.neurogenesis(net, 0, 1)
+    assert_identical(snap, net, opt)
+    other = torch.optim.SGD(random_isotropic_mlp([4, 6, 3], "none", "none", seed=7).parameters(),
+                            lr=0.1)
+    with pytest.raises(ip.UnsupportedOptimizerError, match="holds none of the parameters"):
+        ip.neurogenesis(net, 0, 1, optimizer=other)
+    assert_identical(snap, net, opt)

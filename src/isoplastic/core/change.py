@@ -39,17 +39,20 @@ Journals nest at no cost (references, not copies).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..errors import NonFiniteError, TopologyError
+from ..errors import NonFiniteError, TopologyError, UnsupportedOptimizerError
 from ..linalg import all_finite, ortho_tolerance, orthogonality_error
 from . import optim_state as ostate
 
@@ -57,7 +60,90 @@ if TYPE_CHECKING:
     from .space import HiddenSpace
 
 Optimizer = torch.optim.Optimizer
-_MISSING = object()
+
+
+def replace_values(t: Tensor, new: Tensor) -> None:
+    """Give parameter or buffer ``t`` the values ``new`` (any shape), keeping the object.
+
+    When the shape changes, a parameter's autograd identity is renewed as well
+    (:func:`torch.utils.swap_tensors` with a fresh ``nn.Parameter`` carrying ``t``'s Python
+    attributes): a graph built before the change and still alive (the previous loss, a
+    notebook's output history) holds the old gradient accumulator, and without the swap the next
+    backward would reuse it and fail on the old shape. Gradient hooks registered on the parameter
+    itself do not survive a shape change (they belong to the old accumulator). Where the swap is
+    impossible (a weak reference to the parameter, a ``Parameter`` subclass) the values are
+    replaced through ``.data`` as before. ``t``'s gradient is left to the caller.
+    """
+    if new.shape != t.shape and type(t) is nn.Parameter:
+        fresh = nn.Parameter(new, requires_grad=t.requires_grad)
+        fresh.__dict__.update(t.__dict__)
+        try:
+            torch.utils.swap_tensors(t, fresh)
+            return
+        except RuntimeError:
+            pass
+    t.data = new
+
+
+_LIVE_OPTIMIZERS: weakref.WeakSet[Optimizer] = weakref.WeakSet()
+
+
+def _note_optimizer(optimizer: Optimizer, args: object, kwargs: object) -> None:
+    _LIVE_OPTIMIZERS.add(optimizer)
+
+
+# Every optimizer that has taken a step is remembered (weakly, one set insertion per step), so a
+# change called without ``optimizer=`` on parameters that have state can be refused before it
+# leaves that state stale (its shapes would no longer match, and the next step would fail).
+register_optimizer_step_post_hook(_note_optimizer)
+
+
+def check_optimizer_matches(optimizer: Optimizer | None, params: list[Tensor], op: str) -> None:
+    """Refuse a change whose optimizer argument cannot be right for ``params``.
+
+    * ``optimizer=None`` while a live optimizer holds state for one of ``params``: its state
+      would go stale (wrong shapes after a resize, wrong basis after a rotation).
+    * An optimizer that holds none of the trainable ``params``: most likely another network's.
+    """
+    ids = {id(p) for p in params}
+    if optimizer is None:
+        for other in list(_LIVE_OPTIMIZERS):
+            if any(id(p) in ids and st for p, st in other.state.items()):
+                raise UnsupportedOptimizerError(
+                    f"{op}: the parameters it changes have state in a {type(other).__name__} "
+                    "optimizer, but no optimizer was passed; pass optimizer=<that optimizer> so "
+                    "its state moves with them (or clear their state first: opt.state.pop(p))"
+                )
+        return
+    trainable = [p for p in params if p.requires_grad]
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if trainable and not any(id(p) in held for p in trainable):
+        raise UnsupportedOptimizerError(
+            f"{op}: the {type(optimizer).__name__} passed as optimizer= holds none of the "
+            "parameters this change moves; pass the optimizer that trains this model"
+        )
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """No gradient recording and no autocast: decompositions, rotations and compensations run in
+    the tensors' own dtypes (low-precision ones are promoted where they are computed), whatever
+    the caller's ``torch.autocast`` region says."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        for device in ("cpu", "cuda"):
+            if device == "cpu" or torch.cuda.is_available():
+                stack.enter_context(torch.autocast(device_type=device, enabled=False))
+        yield
+
+
+def operation(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for every public operation: runs it under :func:`full_precision`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with full_precision():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +180,7 @@ class Journal:
         """Re-attach every recorded original (data, gradient, optimizer state)."""
         for t, data, grad in self._tensors.values():
             t.grad = None
-            t.data = data
+            replace_values(t, data)
             t.grad = grad
         for optimizer, t, entry in self._states.values():
             ostate.restore_entry(optimizer, t, entry)
@@ -173,6 +259,7 @@ class _Insert:
     space: HiddenSpace
     n: int
     init: dict[str, Callable[[torch.Size], Tensor]] | None = None
+    newborn: str = "population"
 
 
 @dataclass
@@ -280,15 +367,21 @@ class Change:
         return self
 
     def insert(self, space: HiddenSpace, n: int,
-               init: dict[str, Callable[[torch.Size], Tensor]] | None = None) -> Change:
+               init: dict[str, Callable[[torch.Size], Tensor]] | None = None, *,
+               newborn: str = "population") -> Change:
         """Plan appending ``n`` coordinates to ``space``.
 
         ``init`` maps an axis role (``"outgoing"``…) to a function of the new slice's shape (the
-        tensor's shape with ``dim`` of size ``n``) returning its values; other axes get zeros,
-        optimizer state gets zeros."""
+        tensor's shape with ``dim`` of size ``n``) returning its values; other axes get zeros.
+        Optimizer state: first moments zero, second moments by ``newborn`` (``"population"``:
+        the median of the existing coordinates; ``"zero"``), see
+        :class:`~isoplastic.core.optim_state.Insertion`."""
         n = positive_int(n, self.op)
+        if newborn not in ostate.NEWBORN_STATES:
+            raise TopologyError(f"{self.op}: newborn={newborn!r}; choose one of "
+                                f"{ostate.NEWBORN_STATES}")
         width = self._width(space)
-        self.steps.append(_Insert(space, int(n), init))
+        self.steps.append(_Insert(space, int(n), init, newborn))
         self._widths[id(space)] = width + int(n)
         return self
 
@@ -365,6 +458,8 @@ class Change:
         for space in self.spaces():
             if id(space) not in self._checked:
                 self.validate_space(space)
+        extra = [s.target for s in self.steps if isinstance(s, _Assign)]
+        check_optimizer_matches(self.optimizer, self.params() + extra, self.op)
 
     # -- application --------------------------------------------------------------------------
     def _touch(self, journals: list[Journal]) -> None:
@@ -382,6 +477,10 @@ class Change:
 
     def apply(self) -> None:
         """Validate, then run every step; on any failure restore everything and re-raise."""
+        with full_precision():
+            self._apply()
+
+    def _apply(self) -> None:
         self.validate()
         journal = Journal()
         journals = [journal, *_open_journals()]
@@ -407,7 +506,7 @@ class Change:
                     shape = list(a.param.shape)
                     shape[a.dim] = s.n
                     by_index[i] = s.init[a.role](torch.Size(shape))
-            s.space.apply_map(ostate.Insertion(s.n), self.optimizer, by_index)
+            s.space.apply_map(ostate.Insertion(s.n, s.newborn), self.optimizer, by_index)
         elif isinstance(s, _Remove):
             s.space.apply_map(ostate.Removal(s.keep), self.optimizer)
         elif isinstance(s, _Assign):
@@ -415,7 +514,7 @@ class Change:
             if tuple(s.value.shape) != tuple(t.shape):
                 raise TopologyError(f"{self.op}: a tensor of shape {tuple(t.shape)} cannot take a "
                                     f"value of shape {tuple(s.value.shape)}")
-            t.data = s.value.to(dtype=t.dtype, device=t.device, copy=True)
+            replace_values(t, s.value.to(dtype=t.dtype, device=t.device, copy=True))
         elif isinstance(s, _SetLength):
             s.activation.o = s.value
         else:  # pragma: no cover - the step methods build only the kinds above

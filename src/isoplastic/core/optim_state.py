@@ -120,14 +120,21 @@ def _along(t: Tensor, dim: int, mat: Tensor) -> Tensor:
     """Contract axis ``dim`` of ``t`` with the first index of ``mat``.
 
     ``t'[..i..] = Σ_j t[..j..] M[j, i]``. The first and last axes are contracted by one
-    matrix product that writes the result in place order (no transposed copy)."""
+    matrix product that writes the result in place order (no transposed copy). float16 and
+    bfloat16 tensors are contracted in float32 and rounded once at the end, so a rotation costs
+    them one rounding, not one per term (the result keeps ``t``'s dtype)."""
+    out_dtype = t.dtype
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)
     mat = mat.to(dtype=t.dtype, device=t.device)
     dim = dim % t.dim()
     if dim == t.dim() - 1:
-        return t @ mat
-    if dim == 0:
-        return (mat.mT @ t.reshape(t.shape[0], -1)).reshape(mat.shape[1], *t.shape[1:])
-    return (t.movedim(dim, -1) @ mat).movedim(-1, dim).contiguous()
+        res = t @ mat
+    elif dim == 0:
+        res = (mat.mT @ t.reshape(t.shape[0], -1)).reshape(mat.shape[1], *t.shape[1:])
+    else:
+        res = (t.movedim(dim, -1) @ mat).movedim(-1, dim).contiguous()
+    return res.to(out_dtype)
 
 
 class CoordinateMap:
@@ -149,16 +156,41 @@ class Rotation(CoordinateMap):
         return _along(t, dim, self.r)
 
 
-class Insertion(CoordinateMap):
-    """Append ``n`` coordinates; parameters take ``init`` (zeros if None), optimizer state zeros."""
+#: How new coordinates' second-moment state starts (see :class:`Insertion`).
+NEWBORN_STATES = ("population", "zero")
 
-    def __init__(self, n: int) -> None:
+
+class Insertion(CoordinateMap):
+    """Append ``n`` coordinates; parameters take ``init`` (zeros if None).
+
+    Optimizer state of new coordinates: first moments are zero. Second moments (kind
+    ``"second"``) depend on ``newborn``:
+
+    * ``"population"`` (default): the median of the existing coordinates' values along the same
+      axis, per slice (``(n_out, n_in)`` weight growing rows: each new row gets, column by
+      column, the median over the old rows). Adam divides by ``sqrt(v̂)``; with ``v = 0`` and the
+      optimizer's global step ``t`` already large, a newborn's first update is
+      ``(1−β₁)g/sqrt((1−β₂)g²) ≈ 3.2`` times a normal step (β = (0.9, 0.999)), and it stays
+      oversized for hundreds of steps. Seeded from the population, its updates start below the
+      existing entries' and grow with its first moment.
+    * ``"zero"``: zeros (the paper's code, and PyTorch's own initial state).
+    """
+
+    def __init__(self, n: int, newborn: str = "population") -> None:
+        if newborn not in NEWBORN_STATES:
+            raise ValueError(f"newborn={newborn!r}; choose one of {NEWBORN_STATES}")
         self.n = n
+        self.newborn = newborn
 
     def apply(self, t: Tensor, dim: int, kind: str, init: Tensor | None = None) -> Tensor:
         shape = list(t.shape)
         shape[dim] = self.n
-        extra = torch.zeros(shape, dtype=t.dtype, device=t.device) if init is None else init
+        if init is not None:
+            extra = init
+        elif kind == SECOND and self.newborn == "population" and t.shape[dim] > 0:
+            extra = t.median(dim=dim, keepdim=True).values.expand(shape)
+        else:
+            extra = torch.zeros(shape, dtype=t.dtype, device=t.device)
         return torch.cat([t, extra.to(dtype=t.dtype, device=t.device)], dim=dim)
 
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..errors import NonFiniteError, TopologyError
 from ..linalg import all_finite
 from . import optim_state as ostate
-from .change import Change
+from .change import Change, replace_values
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ class HiddenSpace:
             ostate.transport_state(optimizer, p, a.dim, cmap)
             grad = None if p.grad is None else cmap.apply(p.grad, a.dim, ostate.FIRST)
             p.grad = None
-            p.data = cmap.apply(p.data, a.dim, ostate.FIRST, None if init is None else init.get(i))
+            replace_values(p, cmap.apply(p.data, a.dim, ostate.FIRST,
+                                         None if init is None else init.get(i)))
             p.grad = grad
 
     def rotate(self, r: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:

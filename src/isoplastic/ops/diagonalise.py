@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ..core.change import Change
+from ..core.change import Change, operation
 from ..core.model import resolve, resolve_all, space_name
 from ..errors import TopologyError
-from ..linalg import left_singular_basis, ordered_svd
+from ..linalg import decomposable, left_singular_basis, ordered_svd
 from ..nn.mlp import sparsity_closed_form as sparsity_closed_form
 
 NONZERO_THRESHOLD = 1e-4
@@ -35,7 +35,7 @@ def neuron_strengths(s: Tensor, width: int) -> Tensor:
     return torch.cat([s, s.new_zeros(width - s.shape[0])])
 
 
-@torch.no_grad()
+@operation
 def singular_values(net: nn.Module, k: int | str) -> Tensor:
     """One strength per neuron of hidden layer ``k``, shape ``(n_k,)``, descending.
 
@@ -50,10 +50,10 @@ def singular_values(net: nn.Module, k: int | str) -> Tensor:
     layer = block.hidden_layer(k)
     layer.space.check_finite()
     w = layer.incoming_matrix()
-    return neuron_strengths(torch.linalg.svdvals(w), w.shape[0])
+    return neuron_strengths(torch.linalg.svdvals(decomposable(w)), w.shape[0])
 
 
-@torch.no_grad()
+@operation
 def left_diagonalise(net: nn.Module, k: int | str,
                      optimizer: torch.optim.Optimizer | None = None) -> Tensor:
     r"""Rotate hidden layer ``k`` into the left singular basis of ``W_k``; function unchanged.
@@ -97,7 +97,7 @@ def _plan_full(change: Change, block, k: int, name: str) -> Tensor:
     return s
 
 
-@torch.no_grad()
+@operation
 def full_diagonalise(net: nn.Module, k: int | str,
                      optimizer: torch.optim.Optimizer | None = None) -> Tensor:
     r"""Make ``W_k`` rectangular diagonal by rotating hidden spaces ``k`` (by ``U``) and ``k−1``
@@ -153,7 +153,7 @@ class SparsifyReport:
         return asdict(self) | {"retention": self.retention}
 
 
-@torch.no_grad()
+@operation
 def sparsify(net: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> SparsifyReport:
     """Alternating full diagonalisation of every block; the function is unchanged.
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..core.change import Change
+from ..core.change import Change, operation
 from ..core.model import resolve
 
 
+@operation
 def reparameterise(net: nn.Module, k: int | str, R: Tensor,
                    optimizer: torch.optim.Optimizer | None = None) -> None:
     r"""Change the basis of hidden space ``k`` by an orthogonal ``R``; the function is unchanged.

@@ -15,18 +15,18 @@ import math
 import torch
 from torch import nn
 
-from ..core.change import Change, positive_int
+from ..core.change import Change, operation, positive_int
 from ..core.model import resolve
 from ..errors import TopologyError
 from ..linalg import left_singular_basis
 from .record import StructuralChange
 
 
-@torch.no_grad()
+@operation
 def neurogenesis(net: nn.Module, k: int | str, n: int = 1,
                  optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                  generator: torch.Generator | None = None,
-                 diagonalise: bool = True) -> StructuralChange:
+                 diagonalise: bool = True, newborn: str = "population") -> StructuralChange:
     """Add ``n`` neurons to hidden layer ``k`` without changing the function.
 
     Args:
@@ -40,6 +40,9 @@ def neurogenesis(net: nn.Module, k: int | str, n: int = 1,
         generator: RNG for the outgoing weights.
         diagonalise: rotate into the left singular basis first (the paper's procedure; keeps
             neurons ordered by singular value). Exactness does not depend on it.
+        newborn: the new coordinates' second-moment optimizer state: ``"population"`` (the
+            median of the existing neurons', so their first Adam updates are not oversized) or
+            ``"zero"`` (the paper's); first moments start at zero either way.
 
     Returns:
         a :class:`StructuralChange` record.
@@ -62,6 +65,6 @@ def neurogenesis(net: nn.Module, k: int | str, n: int = 1,
     if diagonalise:
         u, _ = left_singular_basis(w)
         change.rotate(space, u, check_orthogonal=False)
-    change.insert(space, n, init={"outgoing": outgoing}).apply()
+    change.insert(space, n, init={"outgoing": outgoing}, newborn=newborn).apply()
     return StructuralChange(op="neurogenesis", layer=k, n=n, width_before=width,
                             width_after=width + n, space=name)

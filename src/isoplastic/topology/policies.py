@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core.change import Change, transaction
+from ..core.change import Change, operation, transaction
 from ..core.model import IsoplasticBlock, hidden_spaces, resolve, resolve_all, space_name
 from ..errors import IsoplasticError, TopologyError
+from ..linalg import decomposable
 from ..ops.diagonalise import singular_values
 from .grow import neurogenesis
 from .record import StructuralChange
@@ -88,11 +89,13 @@ def _guarded(guard: Guard | None, apply: Callable[[], StructuralChange | None],
     return change
 
 
+@operation
 def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
                optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                generator: torch.Generator | None = None, max_passes: int = 4,
                layers: Sequence[int | str] | None = None, guard: Guard | None = None,
-               refused: list[StructuralChange] | None = None) -> list[StructuralChange]:
+               refused: list[StructuralChange] | None = None,
+               newborn: str = "population") -> list[StructuralChange]:
     """Keep ``scaffold`` neurons with strength ``≤ threshold`` in every hidden layer.
 
     Args:
@@ -109,6 +112,8 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
             transaction); raising :class:`ChangeRefused` rolls that change back, and the layer
             is not visited again by later passes.
         refused: if given, the changes refused by the guard are appended to it.
+        newborn: second-moment optimizer state of new neurons (see
+            :func:`~isoplastic.neurogenesis`).
 
     Returns:
         the list of applied :class:`StructuralChange` records, in the order applied.
@@ -136,7 +141,7 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
             ks = range(block.n_hidden) if chosen is None else chosen[id(block)]
             for change in _adapt_block(block, sorted(ks, reverse=True), scaffold, threshold,
                                        optimizer, init_scale, generator, max_passes, guard,
-                                       refused):
+                                       refused, newborn):
                 change.space = space_name(prefix, change.layer)
                 changes.append(change)
     return changes
@@ -145,7 +150,8 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
 def _adapt_block(block: IsoplasticBlock, order: list[int], scaffold: int, threshold: float,
                  optimizer: torch.optim.Optimizer | None, init_scale: float,
                  generator: torch.Generator | None, max_passes: int, guard: Guard | None,
-                 refused: list[StructuralChange] | None) -> list[StructuralChange]:
+                 refused: list[StructuralChange] | None, newborn: str
+                 ) -> list[StructuralChange]:
     """:func:`neuroadapt` on one block, visiting ``order`` (last layer first) until stable."""
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
@@ -160,7 +166,8 @@ def _adapt_block(block: IsoplasticBlock, order: list[int], scaffold: int, thresh
             if c < scaffold:
                 def apply(k=k, n=scaffold - c):
                     return neurogenesis(block, k, n, optimizer, init_scale=init_scale,
-                                        generator=generator, diagonalise=False)
+                                        generator=generator, diagonalise=False,
+                                        newborn=newborn)
             elif c > scaffold:
                 n = min(c - scaffold, width - 1)
                 if n > 0:
@@ -270,7 +277,7 @@ _GRAM_MIN_SIZE = 64 * 64
 FAST_COUNT = True
 
 
-@torch.no_grad()
+@operation
 def strength_count(w: torch.Tensor, threshold: float) -> int:
     """Number of neuron strengths ``≤ threshold`` of an incoming matrix ``w`` (``(n_k, fan_in)``).
 
@@ -291,7 +298,7 @@ def _certified(w: torch.Tensor, threshold: float
     """:func:`strength_count` with its slack ``min |σ − τ| − tol``, ``σ_max`` and, for float32
     matrices no taller than wide, the float64 Gram ``w wᵀ`` it decomposed."""
     m, n = w.shape
-    if w.numel() < _GRAM_MIN_SIZE or w.dtype not in (torch.float32, torch.float64):
+    if w.numel() < _GRAM_MIN_SIZE or not w.is_floating_point():
         return (*_reference_count(w, threshold), None)
     w64 = w.to(torch.float64)
     gram = w64 @ w64.mT if m <= n else w64.mT @ w64
@@ -307,13 +314,14 @@ def _certified(w: torch.Tensor, threshold: float
 
 
 def _reference_count(w: torch.Tensor, threshold: float) -> tuple[int, float, float]:
-    s = torch.linalg.svdvals(w)
+    s = torch.linalg.svdvals(decomposable(w))
     pad = max(w.shape[0] - s.shape[0], 0)
     smax = float(s.max()) if s.numel() else 0.0
     # the reference count has no slack to spend on predicted counts
     return int((s <= threshold).sum()) + pad, 0.0, smax
 
 
+@operation
 def set_width(net: nn.Module, k: int | str, width: int,
               optimizer: torch.optim.Optimizer | None = None, **grow_kwargs
               ) -> StructuralChange | None:
@@ -365,13 +373,14 @@ class ScaffoldPolicy(AbstractPolicy):
     generator: torch.Generator | None = None
     guard: Guard | None = None
     refused: list[StructuralChange] = field(default_factory=list)
+    newborn: str = "population"
 
     def __call__(self, net, optimizer, epoch):
         if (epoch + 1) % self.every:
             return []
         return neuroadapt(net, self.scaffold, self.threshold, optimizer,
                           init_scale=self.init_scale, generator=self.generator,
-                          guard=self.guard, refused=self.refused)
+                          guard=self.guard, refused=self.refused, newborn=self.newborn)
 
 
 @dataclass
@@ -388,6 +397,7 @@ class WidthSchedule(AbstractPolicy):
     generator: torch.Generator | None = None
     guard: Guard | None = None
     refused: list[StructuralChange] = field(default_factory=list)
+    newborn: str = "population"
 
     def target(self, epoch: int) -> list[int]:
         return self.targets[min(epoch, len(self.targets) - 1)]
@@ -406,7 +416,7 @@ class WidthSchedule(AbstractPolicy):
                 key: int | str = int(name) if name.isdigit() else name
                 def apply(key=key, width=width):
                     return set_width(net, key, width, optimizer, init_scale=self.init_scale,
-                                     generator=self.generator)
+                                     generator=self.generator, newborn=self.newborn)
                 ch = _guarded(self.guard, apply, self.refused)
                 if ch is not None:
                     changes.append(ch)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..core.change import Change, integer_positions, positive_int
+from ..core.change import Change, integer_positions, operation, positive_int
 from ..core.model import IsoplasticBlock, require_blocks
 from ..core.space import HiddenSpace
 from ..errors import TopologyError
@@ -56,12 +56,14 @@ def _resize(space: HiddenSpace, op: str, n: int | None, indices: Sequence[int] |
     return StructuralChange(op=op, layer=None, n=n, width_before=width, width_after=after)
 
 
+@operation
 def add_inputs(net: nn.Module, n: int, optimizer: torch.optim.Optimizer | None = None
                ) -> StructuralChange:
     """Append ``n`` input features (zero columns of the first weight)."""
     return _resize(_bare_block(net, "add_inputs").input_space(), "add_inputs", n, None, optimizer)
 
 
+@operation
 def remove_inputs(net: nn.Module, indices: Sequence[int],
                   optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Delete the input features ``indices`` (columns of the first weight)."""
@@ -69,6 +71,7 @@ def remove_inputs(net: nn.Module, indices: Sequence[int],
                    indices, optimizer)
 
 
+@operation
 def add_outputs(net: nn.Module, n: int, optimizer: torch.optim.Optimizer | None = None
                 ) -> StructuralChange:
     """Append ``n`` outputs (zero rows, bias and ψ entries); existing logits are unchanged."""
@@ -76,6 +79,7 @@ def add_outputs(net: nn.Module, n: int, optimizer: torch.optim.Optimizer | None 
                    optimizer)
 
 
+@operation
 def remove_outputs(net: nn.Module, indices: Sequence[int],
                    optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Delete the outputs ``indices``; the remaining logits are unchanged."""

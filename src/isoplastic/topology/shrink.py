@@ -29,17 +29,17 @@ from torch import Tensor, nn
 
 from ..activations.isotropic import IntrinsicLength
 from ..core import optim_state as ostate
-from ..core.change import Change, integer_positions, positive_int
+from ..core.change import Change, integer_positions, operation, positive_int
 from ..core.model import resolve
 from ..errors import TopologyError
-from ..linalg import left_singular_basis
+from ..linalg import decomposable, left_singular_basis
 from ..ops.diagonalise import neuron_strengths
 from .record import StructuralChange
 
 CRITERIA = ("singular_value", "impact")
 
 
-@torch.no_grad()
+@operation
 def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
                       optimizer: torch.optim.Optimizer | None = None, *,
                       criterion: str = "singular_value") -> StructuralChange:
@@ -64,7 +64,7 @@ def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
     return remove_weakest(net, k, n, optimizer, criterion=criterion)
 
 
-@torch.no_grad()
+@operation
 def remove_neurons(net: nn.Module, k: int | str, indices: Sequence[int] | Tensor,
                    optimizer: torch.optim.Optimizer | None = None) -> StructuralChange:
     """Remove the chosen neurons ``indices`` of hidden layer ``k`` in its current basis, with
@@ -153,13 +153,29 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
     psi_star = (rot.apply(psi_axes[0].param.detach(), 0, ostate.FIRST)[drop] if psi_axes
                 else b_star.new_zeros(0))
     w_star = out[:, drop]  # (n_next, n)
-    carried = w_star @ b_star  # (n_next,)
+    carried = decomposable(w_star) @ decomposable(b_star)  # (n_next,), float32 for half types
 
     act = layer.activation
+    removed_s = strengths[drop].to(torch.float64)
+    if next_norm is None:
+        next_norm = float(torch.linalg.matrix_norm(decomposable(out), ord=2))
+    w64 = w_star.to(torch.float64)
+    factor = float(torch.linalg.matrix_norm(w64, ord=2)) + next_norm  # ‖W_D‖ + ‖W_{k+1}‖
+    bound = float(removed_s.sum()) * factor
+    # Input-independent part: the removed ψ entries enter as ψ*·g_{k-1} with g ≤ 1; a bias not
+    # folded into o shifts the norm by at most ‖b*‖ (φ is 1-Lipschitz); without ψ vectors the
+    # carried term g_k·W_D b* is lost (psi="none") or replaced by its mean (g_k ∈ (0, 1]).
+    b64, carried64 = b_star.to(torch.float64), w64 @ b_star.to(torch.float64)
+    offset = float(psi_star.to(torch.float64).abs().sum()) * factor
+    if act.mode is IntrinsicLength.NONE:
+        offset += float(b64.norm()) * factor
+    if layer.next_psi is None:
+        offset += float(carried64.norm())
+
     if diagonalise:
         change.rotate(space, u, check_orthogonal=False)
     if act.mode is not IntrinsicLength.NONE:
-        change.set_length(act, act.o + float((b_star * b_star).sum()))
+        change.set_length(act, act.o + float((b64 * b64).sum()))
     if layer.next_psi is not None:
         change.assign(layer.next_psi, layer.next_psi.detach() + carried.to(layer.next_psi.dtype))
     elif expectation:
@@ -167,19 +183,6 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
         change.assign(layer.next_bias, nb + layer.mean_gain * carried.to(nb.dtype))
     change.remove(space, drop).apply()
 
-    removed_s = strengths[drop]
-    if next_norm is None:
-        next_norm = float(torch.linalg.matrix_norm(out, ord=2))
-    factor = float(torch.linalg.matrix_norm(w_star, ord=2)) + next_norm  # ‖W_D‖ + ‖W_{k+1}‖
-    bound = float(removed_s.sum()) * factor
-    # Input-independent part: the removed ψ entries enter as ψ*·g_{k-1} with g ≤ 1; a bias not
-    # folded into o shifts the norm by at most ‖b*‖ (φ is 1-Lipschitz); without ψ vectors the
-    # carried term g_k·W_D b* is lost (psi="none") or replaced by its mean (g_k ∈ (0, 1]).
-    offset = float(psi_star.abs().sum()) * factor
-    if act.mode is IntrinsicLength.NONE:
-        offset += float(b_star.norm()) * factor
-    if layer.next_psi is None:
-        offset += float(carried.norm())
     return StructuralChange(
         op=op, layer=k, n=n, width_before=width, width_after=width - n,
         removed_singular_values=[float(x) for x in removed_s],
