@@ -87,7 +87,7 @@ def _f(x, nd: int = 3) -> str:
 
 
 def _plots(res: dict, fig_dir: Path) -> dict[str, str]:
-    matplotlib = import_extra("matplotlib", feature="the benchmark report's plots")
+    matplotlib = import_extra("matplotlib", feature="plotting the benchmark report")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

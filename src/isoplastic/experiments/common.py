@@ -270,7 +270,7 @@ def pyplot():
     Raises:
         MissingExtraError: matplotlib is not installed (``pip install 'isoplastic[cli]'``).
     """
-    matplotlib = import_extra("matplotlib", feature="the experiment plots")
+    matplotlib = import_extra("matplotlib", feature="plotting the experiments")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

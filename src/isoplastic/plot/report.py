@@ -13,7 +13,7 @@ from ..errors import import_extra
 
 def _pyplot():
     """matplotlib.pyplot (Agg); :class:`~isoplastic.errors.MissingExtraError` when absent."""
-    matplotlib = import_extra("matplotlib", feature="the run report's plots")
+    matplotlib = import_extra("matplotlib", feature="plotting the run report")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
