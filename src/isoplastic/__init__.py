@@ -3,7 +3,12 @@
 The public contract (see the README): activations, networks, the symmetry operations and the
 structural changes. Plotting, the trainer's CLI and the experiments are imported on demand and
 never by ``import isoplastic``.
+
+The core needs torch, numpy and safetensors only; the command line, progress bars, the embedded
+digits data (scikit-learn) and the plots (matplotlib) come with ``pip install 'isoplastic[cli]'``.
 """
+
+from importlib import metadata as _metadata
 
 from .activations import AbstractRadialProfile as AbstractRadialProfile
 from .activations import CallableProfile as CallableProfile
@@ -20,7 +25,10 @@ from .core import IsoplasticBlock as IsoplasticBlock
 from .core import hidden_spaces as hidden_spaces
 from .core import register_optimizer as register_optimizer
 from .core import transaction as transaction
+from .errors import ConfigError as ConfigError
+from .errors import DataError as DataError
 from .errors import IsoplasticError as IsoplasticError
+from .errors import MissingExtraError as MissingExtraError
 from .errors import NonFiniteError as NonFiniteError
 from .errors import TopologyError as TopologyError
 from .errors import UnsupportedOptimizerError as UnsupportedOptimizerError
@@ -58,4 +66,7 @@ from .topology.shrink import remove_neurons as remove_neurons
 from .verify import FunctionChange as FunctionChange
 from .verify import function_change as function_change
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, as installed
+    __version__ = _metadata.version("isoplastic")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -7,8 +7,10 @@ Supported names (see :data:`DATASET_NAMES`) and the on-disk formats they read:
 
 ``"digits"`` (the embedded default)
     scikit-learn's 8x8 hand-written digits (``sklearn.datasets.load_digits``; 1,797 images,
-    shipped inside the scikit-learn wheel).  Pixels 0..16 are divided by 16.  A seeded,
-    class-stratified 80/20 train/test split is made.  ``sample_shape = (1, 8, 8)``.
+    shipped inside the scikit-learn wheel, which the ``cli`` extra installs; without it,
+    :class:`~isoplastic.errors.MissingExtraError` names the extra).  Pixels 0..16 are
+    divided by 16.  A seeded, class-stratified 80/20 train/test split is made.
+    ``sample_shape = (1, 8, 8)``.
 
 ``"mnist"``, ``"fashion-mnist"``
     The four standard IDX files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -73,6 +75,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .errors import DataError as DataError  # defined with the other exceptions; re-exported here
+from .errors import import_extra
 
 __all__ = [
     "DATASET_NAMES",
@@ -167,10 +172,6 @@ _CIFAR_PIXELS = 3 * 32 * 32
 _POINT_AT_DATA = (
     f"pass --data-dir DIR (data_dir=...) or set the environment variable {ENV_DATA_DIR}=DIR"
 )
-
-
-class DataError(ValueError):
-    """A data set could not be loaded; the message says what is wrong, where, and the fix."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +331,8 @@ def load_dataset(
 
     Raises:
         DataError: for an unknown name or any missing, malformed or inconsistent file.
+        MissingExtraError: ``"digits"`` without scikit-learn installed (it comes with
+            ``pip install 'isoplastic[cli]'``).
     """
     if str(name).lower().endswith(".npz"):
         return _load_npz(_resolve_npz(name, data_dir), seed=seed)
@@ -411,9 +414,10 @@ def _split_indices(
 
 def _load_digits(seed: int) -> Dataset:
     """scikit-learn 8x8 digits -> x ``(N, 1, 8, 8)`` in ``[0, 1]``, 10 classes, 80/20 split."""
-    from sklearn.datasets import load_digits  # imported lazily: scikit-learn is slow to import
-
-    bunch = load_digits()
+    # imported here, not at the top: scikit-learn is slow to import and comes with an extra
+    datasets = import_extra("sklearn.datasets", package="scikit-learn",
+                            feature="the embedded 'digits' data set")
+    bunch = datasets.load_digits()
     x = np.asarray(bunch.data, dtype=np.float64).reshape(-1, 1, 8, 8)
     y = np.asarray(bunch.target, dtype=np.int64)
     train, test = _split_indices(y, seed)

@@ -1,6 +1,18 @@
-"""Exception types. Every error names the problem, the value received and the fix."""
+"""Exception types. Every error names the problem, the value received and the fix.
+
+Every exception the library raises derives from :class:`IsoplasticError`; each also keeps the
+built-in base that describes it (``ValueError``, ``TypeError``, ``ImportError``, ...), so
+``except ValueError`` clauses keep working.
+"""
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: The extra that installs the command line, the trainer's progress bar, the embedded digits
+#: data (scikit-learn) and the plots (matplotlib): ``pip install 'isoplastic[cli]'``.
+CLI_EXTRA = "cli"
 
 
 class IsoplasticError(Exception):
@@ -27,3 +39,58 @@ class OptimizerStateError(IsoplasticError, ValueError):
 
     Raised before anything is modified: the optimizer is left as it was.
     """
+
+
+class DataError(IsoplasticError, ValueError):
+    """A data set could not be loaded; the message says what is wrong, where, and the fix.
+
+    Re-exported as :class:`isoplastic.data.DataError`.
+    """
+
+
+class ConfigError(IsoplasticError, ValueError):
+    """A training configuration value is invalid; the message names the field and the fix.
+
+    Re-exported as :class:`isoplastic.train.config.ConfigError`.
+    """
+
+
+class MissingExtraError(IsoplasticError, ImportError):
+    """An optional feature needs a package that the core install does not bring.
+
+    The core (``pip install isoplastic``) needs torch, numpy and safetensors only; the command
+    line, progress bars, the embedded digits data and the plots come with an extra, which the
+    message names (``pip install 'isoplastic[cli]'``).
+    """
+
+
+def import_extra(
+    module: str, *, feature: str, package: str | None = None, extra: str = CLI_EXTRA
+) -> ModuleType:
+    """Import an optional dependency, or raise :class:`MissingExtraError` naming the extra.
+
+    Args:
+        module: the module to import, e.g. ``"sklearn.datasets"``.
+        feature: what needs it, for the message, e.g. ``"the embedded digits data set"``.
+        package: the distribution to name in the message when it differs from the module's
+            top-level name, e.g. ``"scikit-learn"`` for ``sklearn``.
+        extra: the extra of ``isoplastic`` that installs it.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingExtraError: the module (or its top-level package) is not installed. An
+            ``ImportError`` raised *inside* an installed package is not hidden: it propagates.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = module.split(".")[0]
+        if exc.name is None or exc.name.split(".")[0] != top:
+            raise  # the package is there but one of *its* imports failed: show that error
+        raise MissingExtraError(
+            f"{feature} needs {package or top}, which the core install of isoplastic does not "
+            f"include; install the extra: pip install 'isoplastic[{extra}]'",
+            name=top,
+        ) from exc

@@ -1,27 +1,33 @@
 """Command-line interface: ``isoplastic train | inspect | bench | reproduce``.
 
-Imported only by the ``isoplastic`` console script and ``python -m isoplastic``.
+Imported only by the ``isoplastic`` console script and ``python -m isoplastic``. It needs the
+``cli`` extra (click, tqdm, scikit-learn, matplotlib: ``pip install 'isoplastic[cli]'``); without
+click, :func:`main` prints one line naming the extra and exits with status 1.
 """
 
 from __future__ import annotations
 
-import click
+import sys
+from typing import Any, NoReturn
 
-from .bench import bench
-from .inspect import inspect_cmd
-from .reproduce import reproduce_cmd
-from .train import train_cmd
+from ..errors import CLI_EXTRA
 
+MISSING_CLICK = (
+    "isoplastic: the command line needs click, which the core install of isoplastic does not "
+    f"include; install the extra: pip install 'isoplastic[{CLI_EXTRA}]'"
+)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="isoplastic")
-def main() -> None:
-    """Isotropic neural networks with adaptive topology."""
+try:
+    import click  # noqa: F401  (only to learn whether the extra is installed)
+except ModuleNotFoundError as exc:
+    if exc.name != "click":
+        raise
 
+    def main(*args: Any, **kwargs: Any) -> NoReturn:
+        """Stand-in for the command group when click is absent: one line on stderr, exit 1."""
+        sys.exit(MISSING_CLICK)
 
-main.add_command(train_cmd)
-main.add_command(inspect_cmd)
-main.add_command(bench)
-main.add_command(reproduce_cmd)
+else:
+    from ._app import main
 
 __all__ = ["main"]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import import_extra
+
 SUITES = ("activation", "adaptation", "sparse", "pruning", "scaling")
 REQUIRED = ("train_step_ratio", "neuroadapt_epoch_fraction", "sparse_inference_ratio",
             "nonzero_ratio")
@@ -85,8 +87,7 @@ def _f(x, nd: int = 3) -> str:
 
 
 def _plots(res: dict, fig_dir: Path) -> dict[str, str]:
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", feature="plotting the benchmark report")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DEBIAN_FASHION_MNIST_DIR, DataError, Dataset
+from ..errors import import_extra
 
 # ------------------------------------------------------------------ statistics
 
@@ -221,8 +222,11 @@ def train_module(net: nn.Module, data: Dataset, *, epochs: int, lr: float = 1e-3
 
 
 def progress(iterable: Iterable, desc: str, total: int | None = None):
-    """tqdm progress bar, disabled when stderr is not a terminal."""
-    from tqdm.auto import tqdm
+    """tqdm progress bar, disabled when stderr is not a terminal or tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm  # tqdm comes with the [cli] extra
+    except ModuleNotFoundError:  # without it: no progress bar
+        return iterable
 
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())
 
@@ -261,9 +265,12 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def pyplot():
-    """matplotlib.pyplot with the Agg backend (imported on demand)."""
-    import matplotlib
+    """matplotlib.pyplot with the Agg backend (imported on demand).
 
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'isoplastic[cli]'``).
+    """
+    matplotlib = import_extra("matplotlib", feature="plotting the experiments")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import import_extra
+
 
 def _pyplot():
-    import matplotlib
-
+    """matplotlib.pyplot (Agg); :class:`~isoplastic.errors.MissingExtraError` when absent."""
+    matplotlib = import_extra("matplotlib", feature="plotting the run report")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -8,16 +8,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError as ConfigError  # defined with the other exceptions; re-exported
+
 CONFIG_VERSION = 1
 
 ADAPT_MODES = ("scaffold", "schedule", "none")
 MODELS = ("mlp", "cnn")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("adamw",)
-
-
-class ConfigError(ValueError):
-    """A :class:`TrainConfig` value is invalid; the message names the field and the fix."""
 
 
 @dataclass

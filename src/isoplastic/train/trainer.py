@@ -186,7 +186,8 @@ class Trainer:
         config: the run configuration.
         data: an already prepared (flat, standardised) :class:`~isoplastic.data.Dataset`;
             default: :func:`prepare_data` of ``config``.
-        progress: show a tqdm bar per epoch (default: when stderr is a terminal).
+        progress: show a tqdm bar per epoch (default: when stderr is a terminal; no bar
+            when tqdm, which the ``cli`` extra installs, is absent).
         out: run directory (default ``config.out``); ``None``: nothing is written.
         dist: the process's place in a multi-process run (default: single process); only
             rank 0 writes files and shows progress.
@@ -281,10 +282,13 @@ class Trainer:
         n_batches = (n + bs - 1) // bs
         bar = None
         if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n_batches * len(self.arms), desc=f"epoch {epoch + 1}/"
-                       f"{self.config.epochs}", leave=False, disable=not self.progress)
+            try:
+                from tqdm import tqdm  # imported here: tqdm comes with the [cli] extra
+            except ModuleNotFoundError:  # without it: no progress bar
+                tqdm = None
+            if tqdm is not None:
+                bar = tqdm(total=n_batches * len(self.arms), desc=f"epoch {epoch + 1}/"
+                           f"{self.config.epochs}", leave=False, disable=not self.progress)
         stats = {}
         world, rank = self.dist.world_size, self.dist.rank
         for arm in self.arms.values():
