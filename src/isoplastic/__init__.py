@@ -59,3 +59,16 @@ from .verify import FunctionChange as FunctionChange
 from .verify import function_change as function_change
 
 __version__ = "0.1.0"
+
+
+def load(run_dir, arm: str = "adaptive", *, device="cpu", recompute: bool = False):
+    """The trained model of an ``isoplastic train`` run, taking raw inputs in the data set's
+    own units (the saved standardisation is applied inside), in eval mode.
+
+    ``model = isoplastic.load("runs/demo"); logits = model(x_raw)``; ``model.predict(x_raw)``
+    gives labels and ``model.net`` the trained network. See
+    :func:`isoplastic.train.inference.load` for the arguments.
+    """
+    from .train.inference import load as _load  # the trainer is imported on demand
+
+    return _load(run_dir, arm, device=device, recompute=recompute)
