@@ -41,7 +41,9 @@ a path ending in ``.npz``
     (``N`` integer labels ``0..K-1``), optionally ``x_test`` and ``y_test``.  Without test
     arrays a seeded, stratified 80/20 split is made.  ``x`` values are used as they are (cast
     to ``float32``); ``sample_shape = x.shape[1:]``; ``n_classes`` is the largest label + 1
-    over train and test.  The archive is read with ``allow_pickle=False``.
+    over train and test.  The archive is read with ``allow_pickle=False``.  (The trainer then
+    standardises every feature with the training split's statistics and saves them with the
+    checkpoint, so ``isoplastic.load`` takes inputs in the archive's units.)
 
 Where the files are looked for (IDX and CIFAR data sets):
 
