@@ -368,3 +368,51 @@ def test_ctrl_c_leaves_a_checkpoint_and_the_printed_command_finishes_the_run(tmp
         for (name, x), (_, y) in zip(a.nets[arm].state_dict().items(),
                                      b.nets[arm].state_dict().items()):
             assert torch.equal(x, y), name
+
+
+# -- standard logs ---------------------------------------------------------------------------
+
+def test_csv_log_has_a_row_per_epoch_equal_to_the_jsonl(wine, tmp_path):
+    import csv
+
+    out = tmp_path / "csv"
+    result = _train("--dataset", str(wine), *FAST, "--log", "csv", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
+    metrics = _jsonl(out / "metrics.jsonl")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for row, m in zip(rows, metrics):
+        assert float(row["test_accuracy"]) == m["test_accuracy"]
+        assert float(row["control_train_loss"]) == m["control"]["train_loss"]
+        assert [int(row[f"width_{k}"]) for k in range(len(m["widths"]))] == m["widths"]
+    # a resumed run rewrites the whole file: the 4-epoch CSV of 3 + 1 epochs has 4 rows
+    assert _train("--resume", str(out), "--epochs", "4", "--no-progress", "--log",
+                  "csv").exit_code == 0
+    rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_tensorboard_log_holds_every_epoch_and_change(wine, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    result = _train("--dataset", str(wine), *FAST, "--log", "tensorboard", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    metrics = _jsonl(out / "metrics.jsonl")
+    got = [(e.step, e.value) for e in events.Scalars("adaptive/test_accuracy")]
+    assert got == [(m["epoch"], pytest.approx(m["test_accuracy"])) for m in metrics]
+    changes = [c for c in _jsonl(out / "changes.jsonl") if c["op"] == "neurodegeneration"]
+    shrink = events.Scalars("change/neurodegeneration/eps_scaled")
+    assert [e.step for e in shrink] == [c["epoch"] for c in changes]
+
+
+def test_missing_tensorboard_is_named_and_nothing_is_written(wine, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["train", "--dataset", str(wine), "--epochs", "1",
+                                       "--log", "tensorboard", "--out", str(out)])
+    assert result.exit_code == 1 and "pip install tensorboard" in result.output
+    assert not out.exists()

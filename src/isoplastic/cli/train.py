@@ -77,7 +77,7 @@ def format_summary(result, wall: float) -> str:
 
 
 #: Options a resumed run may change: they do not alter what is computed.
-RESUME_FREE = ("epochs", "data_dir", "threads", "progress", "device", "log_every")
+RESUME_FREE = ("epochs", "data_dir", "threads", "progress", "device", "log_every", "loggers")
 
 #: Option (parameter name) -> TrainConfig field, for the options that define a run.
 CONFIG_OPTIONS = {
@@ -253,6 +253,9 @@ def resume_command(ctx: click.Context, run_dir: str | Path, epochs: int) -> str:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar per epoch with the running loss and accuracy (default: when "
                    "stderr is a terminal).")
+@click.option("--log", "loggers", type=click.Choice(["csv", "tensorboard"]), multiple=True,
+              help="Also write standard logs into the run directory: csv (metrics.csv) and/or "
+                   "tensorboard (tensorboard/, needs the tensorboard package). Repeatable.")
 @click.option("--log-every", type=click.IntRange(min=0), default=None,
               help="Print a line every K epochs: loss, accuracy, widths, neurons added/removed "
                    "since the previous line (default: K = ceil(epochs / 30); 0: none).")
@@ -273,8 +276,8 @@ def train_cmd(ctx: click.Context, **options) -> None:
         shutdown(dist)
 
 
-def _train(ctx, dist, t0, *, resume, out, overwrite, epochs, progress, log_every, device,
-           threads, **options) -> None:
+def _train(ctx, dist, t0, *, resume, out, overwrite, epochs, progress, log_every, loggers,
+           device, threads, **options) -> None:
     from ..data import DataError
     from ..errors import IsoplasticError
     from ..train.checkpoint import load_checkpoint
@@ -322,7 +325,15 @@ def _train(ctx, dist, t0, *, resume, out, overwrite, epochs, progress, log_every
             every = max(1, math.ceil(trainer.config.epochs / 30)) if log_every is None \
                 else log_every
             trainer.callbacks.append(ConsoleLog(every))
-        result = trainer.run()
+            from ..train.loggers import LOGGERS
+
+            trainer.callbacks += [LOGGERS[name](trainer.run_dir) for name in loggers]
+        try:
+            result = trainer.run()
+        finally:
+            for callback in trainer.callbacks:
+                if hasattr(callback, "close"):
+                    callback.close()
     except KeyboardInterrupt:
         if dist.is_main:
             _interrupted(ctx, trainer, run_dir)

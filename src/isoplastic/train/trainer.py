@@ -92,7 +92,7 @@ class RunDirError(IsoplasticError, ValueError):
 #: Files a training run writes into its directory (an existing one marks a run).
 RUN_FILES = ("config.json", "metrics.jsonl", "changes.jsonl", "checkpoint.safetensors",
              "checkpoint.json", "report.md", "accuracy_loss.png", "widths.png", "spectra.png",
-             "function_change.png")
+             "function_change.png", "metrics.csv", "tensorboard")
 
 
 def existing_run_files(run_dir: str | Path) -> list[str]:
@@ -679,7 +679,13 @@ class Trainer:
             with deferred_interrupt():
                 if self._fresh:
                     for name in existing_run_files(self.run_dir):
-                        (self.run_dir / name).unlink()
+                        path = self.run_dir / name
+                        if path.is_dir():  # the old run's tensorboard/ events
+                            import shutil
+
+                            shutil.rmtree(path)
+                        else:
+                            path.unlink()
                     self._fresh = False
                 self._save()
         while self.epoch < until:
