@@ -416,3 +416,17 @@ def test_missing_tensorboard_is_named_and_nothing_is_written(wine, tmp_path, mon
                                        "--log", "tensorboard", "--out", str(out)])
     assert result.exit_code == 1 and "pip install tensorboard" in result.output
     assert not out.exists()
+
+
+def test_every_config_setting_has_an_option_and_every_option_a_resume_rule():
+    import dataclasses
+
+    from isoplastic.cli.train import CONFIG_OPTIONS, RESUME_FREE, train_cmd
+    from isoplastic.train import TrainConfig
+
+    options = {p.name for p in train_cmd.params}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"version"}
+    assert fields <= set(CONFIG_OPTIONS.values()) | {"epochs", "data_dir", "out"}
+    assert set(CONFIG_OPTIONS) <= options
+    # an option is either compared with the saved run, free on resume, or names the run itself
+    assert options == set(CONFIG_OPTIONS) | set(RESUME_FREE) | {"out", "resume", "overwrite"}
