@@ -198,14 +198,7 @@ def test_model_options_reach_the_saved_run(wine, tmp_path):
     assert int(prepare_data(cfg).x_test.shape[0]) == 20
 
 
-NADAM_STATE = pytest.mark.xfail(
-    strict=True, reason="checkpoint.load_optimizer_state treats only 'step' as a 0-dim state "
-    "tensor, so NAdam's mu_product is refused; fixed by the optimizer-state move to "
-    "core.optim_state (branch wip-optim): drop this marker when that lands")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=NADAM_STATE) if n == "nadam" else n
-                                  for n in OPTIMIZERS])
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_trains_through_structural_changes(wine, tmp_path, name):
     out = tmp_path / name
     result = _train("--dataset", str(wine), "--epochs", "2", "--widths", "24", "--no-progress",
