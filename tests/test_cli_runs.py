@@ -423,3 +423,24 @@ def test_every_config_setting_has_an_option_and_every_option_a_resume_rule():
     assert set(CONFIG_OPTIONS) <= options
     # an option is either compared with the saved run, free on resume, or names the run itself
     assert options == set(CONFIG_OPTIONS) | set(RESUME_FREE) | {"out", "resume", "overwrite"}
+
+
+def test_load_a_run_trained_on_data_given_as_is(tmp_path):
+    """A Trainer given a Dataset without a standardisation: the loaded model passes inputs on
+    unchanged (the checkpoint says so; it is not mistaken for an old checkpoint)."""
+    from isoplastic.data import Dataset
+    from isoplastic.train import TrainConfig, Trainer
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(90, 5, generator=gen)
+    y = (x[:, 0] > 0).long()
+    data = Dataset("given", x[:60], y[:60], x[60:], y[60:], n_classes=2, sample_shape=(5,))
+    out = tmp_path / "given"
+    Trainer(TrainConfig(widths=[6], epochs=1, control=False, out=str(out)), data=data,
+            progress=False).run()
+    assert json.loads((out / "checkpoint.json").read_text())["preprocess"] == {
+        "standardise": False}
+    model = ip.load(out)
+    assert model.mean is None and model.input_shape == (5,)
+    with torch.no_grad():
+        assert torch.equal(model(x[60:]), model.net(x[60:]))
