@@ -1,7 +1,7 @@
 """Slow, obviously-correct references, written directly on tensors (no isoplastic operations).
 
-* :func:`params_of` / :func:`forward`: the network as plain lists of tensors and its forward pass
-  (paper-notes §8.1), so a reference can be checked against the library's network.
+* :func:`params_of` / :func:`forward`: the network as plain lists of tensors and its forward
+  pass, so a reference can be checked against the library's network.
 * :func:`neurodegeneration_loop`: remove neurons one at a time (SVD, remove the last,
   ``o += b*²``, ``ψ += b* w*``).
 * :func:`dense_rotation` / :func:`transport_rotation`: the change of basis of one tensor axis as an
@@ -54,7 +54,7 @@ def gain(z: Tensor, o: float) -> Tensor:
 
 
 def forward(p: Plain, x: Tensor) -> Tensor:
-    """Logits of the plain network (paper-notes §8.1)."""
+    """Logits of the plain network."""
     z = x @ p.W[0].T + p.b[0]
     for k in range(len(p.W) - 1):
         g = gain(z, p.o[k] if p.intrinsic else 0.0)
@@ -125,7 +125,7 @@ def sparsify_loop(net: ip.IsotropicMLP, optimizer=None) -> list[int]:
 
 
 def closed_form_percent(n0: int, hidden: list[int], n_out: int) -> float:
-    """Zeroed weight fraction in percent from paper-notes §5.4 (generic hidden widths)."""
+    """Zeroed weight fraction in percent (generic hidden widths)."""
     widths = [n0, *hidden, n_out]
     total = sum(a * c for a, c in zip(widths[:-1], widths[1:]))
     zeroed = sum(widths[k] * widths[k + 1] - min(widths[k], widths[k + 1])

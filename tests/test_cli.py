@@ -28,7 +28,7 @@ def test_train_writes_all_files(run_dir):
                  "spectra.png", "function_change.png"):
         assert (out / name).is_file(), name
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["epoch"] for m in metrics] == [1, 2]  # epochs count from 1 everywhere
     for key in ("train_loss", "test_accuracy", "widths", "singular_values", "control"):
         assert key in metrics[-1]
     changes = [json.loads(line) for line in (out / "changes.jsonl").read_text().splitlines()]

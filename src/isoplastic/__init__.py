@@ -70,3 +70,16 @@ try:  # one source of truth: the version in pyproject.toml, as installed
     __version__ = _metadata.version("isoplastic")
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
+
+
+def load(run_dir, arm: str = "adaptive", *, device="cpu", recompute: bool = False):
+    """The trained model of an ``isoplastic train`` run, taking raw inputs in the data set's
+    own units (the saved standardisation is applied inside), in eval mode.
+
+    ``model = isoplastic.load("runs/demo"); logits = model(x_raw)``; ``model.predict(x_raw)``
+    gives labels and ``model.net`` the trained network. See
+    :func:`isoplastic.train.inference.load` for the arguments.
+    """
+    from .train.inference import load as _load  # the trainer is imported on demand
+
+    return _load(run_dir, arm, device=device, recompute=recompute)

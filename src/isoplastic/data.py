@@ -43,7 +43,9 @@ a path ending in ``.npz``
     (``N`` integer labels ``0..K-1``), optionally ``x_test`` and ``y_test``.  Without test
     arrays a seeded, stratified 80/20 split is made.  ``x`` values are used as they are (cast
     to ``float32``); ``sample_shape = x.shape[1:]``; ``n_classes`` is the largest label + 1
-    over train and test.  The archive is read with ``allow_pickle=False``.
+    over train and test.  The archive is read with ``allow_pickle=False``.  (The trainer then
+    standardises every feature with the training split's statistics and saves them with the
+    checkpoint, so ``isoplastic.load`` takes inputs in the archive's units.)
 
 Where the files are looked for (IDX and CIFAR data sets):
 
@@ -70,7 +72,7 @@ import os
 import zipfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,7 @@ __all__ = [
     "ENV_DATA_DIR",
     "DataError",
     "Dataset",
+    "Standardisation",
     "load_dataset",
 ]
 
@@ -179,6 +182,42 @@ _POINT_AT_DATA = (
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class Standardisation:
+    """Per-feature standardisation with training-set statistics: ``(x - mean) / std``.
+
+    Attributes:
+        mean, std: ``float64`` tensors of the shape of one (possibly flattened) sample; ``std``
+            is the population standard deviation, with entries below ``1e-6`` replaced by 1.
+        input_shape: the sample shape of the raw data, before any flattening (a
+            ``(D,)``-shaped MLP input of image data keeps ``(C, H, W)`` here).
+
+    :meth:`apply` computes ``((x.float64 - mean) / std).float32``, the exact transform
+    :meth:`Dataset.standardised` applies to both splits.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    input_shape: tuple[int, ...] = ()
+
+    @classmethod
+    def fit(cls, x_train: torch.Tensor, input_shape: Sequence[int] | None = None
+            ) -> Standardisation:
+        """Statistics of ``x_train`` ``(N, *sample_shape)`` over its first axis."""
+        x = x_train.to(torch.float64)
+        if x.shape[0] == 0:
+            raise DataError("cannot standardise with an empty training set")
+        mean = x.mean(dim=0)
+        std = x.std(dim=0, correction=0)
+        std = torch.where(std < 1e-6, torch.ones_like(std), std)
+        shape = tuple(x.shape[1:]) if input_shape is None else tuple(int(s) for s in input_shape)
+        return cls(mean, std, shape)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``((x - mean) / std)`` computed in float64, returned as float32 (same shape)."""
+        return ((x.to(torch.float64) - self.mean) / self.std).to(torch.float32)
+
+
 @dataclass(repr=False)
 class Dataset:
     """A classification data set held in memory as tensors.
@@ -192,6 +231,8 @@ class Dataset:
         y_test: ``int64`` tensor of shape ``(N_test,)``.
         n_classes: number of classes ``K``.
         sample_shape: shape of one sample, e.g. ``(1, 8, 8)``, ``(3, 32, 32)`` or ``(D,)``.
+        standardisation: the :class:`Standardisation` already applied to ``x_*`` (set by
+            :meth:`standardised`), ``None`` for data in the loader's units.
     """
 
     name: str
@@ -201,6 +242,7 @@ class Dataset:
     y_test: torch.Tensor
     n_classes: int
     sample_shape: tuple[int, ...]
+    standardisation: Standardisation | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.sample_shape = tuple(int(s) for s in self.sample_shape)
@@ -282,28 +324,24 @@ class Dataset:
             self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
         )
 
-    def standardised(self) -> Dataset:
+    def standardised(self, input_shape: Sequence[int] | None = None) -> Dataset:
         """Return the data standardised per feature with training-set statistics.
 
         Each feature is shifted by the training mean and divided by the training standard
         deviation (population std); features whose std is below ``1e-6`` are divided by 1.
-        The same transform is applied to the test split.
+        The same transform is applied to the test split and kept as ``standardisation`` (with
+        ``input_shape``, default ``sample_shape``, as the raw sample shape), so that a trained
+        model can apply it to new data in the original units.
 
         Returns:
             A Dataset with the same shapes: ``x_train`` ``(N_train, *sample_shape)`` and
             ``x_test`` ``(N_test, *sample_shape)``, both ``float32``.
         """
-        x = self.x_train.to(torch.float64)
-        if x.shape[0] == 0:
+        if self.x_train.shape[0] == 0:
             raise DataError(f"{self.name}: cannot standardise with an empty training set")
-        mean = x.mean(dim=0)
-        std = x.std(dim=0, correction=0)
-        std = torch.where(std < 1e-6, torch.ones_like(std), std)
-
-        def apply(t: torch.Tensor) -> torch.Tensor:
-            return ((t.to(torch.float64) - mean) / std).to(torch.float32)
-
-        return dataclasses.replace(self, x_train=apply(self.x_train), x_test=apply(self.x_test))
+        stats = Standardisation.fit(self.x_train, input_shape)
+        return dataclasses.replace(self, x_train=stats.apply(self.x_train),
+                                   x_test=stats.apply(self.x_test), standardisation=stats)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Measuring how much a structural change altered a network's function.
 
-With logits ``z`` before and ``z'`` after a change, on ``N`` probe inputs (paper-notes §14):
+With logits ``z`` before and ``z'`` after a change, on ``N`` probe inputs:
 
 * ``eps_scaled = (100 / N) Σ_i ‖z'_i - z_i‖ / ‖z_i‖`` (percent),
 * ``kl = (1 / N) Σ_i KL(softmax(z_i) ‖ softmax(z'_i))`` (nats),

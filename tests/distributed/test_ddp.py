@@ -149,7 +149,7 @@ def test_killed_rank_fails_run_then_resumes_on_one_process(tmp_path):
     # resume on one process (a different world size) to the end
     result = fit(None, resume=run, progress=False, report=False)
     assert len(result.metrics) == epochs
-    assert [m["epoch"] for m in result.metrics] == list(range(epochs))
+    assert [m["epoch"] for m in result.metrics] == list(range(1, epochs + 1))
     assert load_checkpoint(run).epoch == epochs
     assert "world_size" in result.metrics[0] and "world_size" not in result.metrics[-1]
 

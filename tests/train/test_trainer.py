@@ -92,7 +92,7 @@ def test_schedule_16_64_16_records_each_change(small_data):
                  data=small_data, progress=False)
     assert [m["widths"] for m in result.metrics] == [[16], [64], [16]]
     assert [(c["epoch"], c["op"], c["n"]) for c in result.changes] == [
-        (1, "neurogenesis", 48), (2, "neurodegeneration", 48)]
+        (2, "neurogenesis", 48), (3, "neurodegeneration", 48)]
     assert result.changes[0]["widths"] == [64, 64, 10]
     assert result.changes[1]["widths"] == [64, 16, 10]
     assert result.changes[0]["eps_scaled"] < 1e-8
@@ -166,4 +166,7 @@ def test_config_json_round_trip_and_errors(tmp_path):
 def test_progress_bar_runs(small_data, capsys):
     result = fit(_config(widths=[8], epochs=1), data=small_data, progress=True)
     assert len(result.metrics) == 1
-    assert "epoch 1/1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "epoch 1/1 adaptive" in err
+    # 240 samples in batches of 48: the bar counts 5 batches (not 5 per arm), in batches
+    assert "/5 [" in err and "batch" in err and "/10 [" not in err

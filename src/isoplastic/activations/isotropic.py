@@ -10,7 +10,7 @@ For a layer vector ``z`` (the feature axis ``dim``) and intrinsic length ``o``:
 
 The intrinsic length ``o`` behaves like the squared length of a phantom coordinate that is always
 present: neurodegeneration folds a removed neuron's constant pre-activation ``b*`` into it,
-``o ← o + b*²``, which keeps ``ρ`` and hence ``g`` unchanged (paper-notes §6-7).
+``o ← o + b*²``, which keeps ``ρ`` and hence ``g`` unchanged.
 
 Numerics: the gain is evaluated as a function of ``q = ρ²`` (see :mod:`.profiles`); for
 ``q < eps²`` an exact series replaces the closed form, so values and gradients of every order are

@@ -26,7 +26,8 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
             "the checkpoint was edited or damaged - restore a copy") from exc
     cfg = ckpt.config
     click.echo(f"run: {run_dir}  (epoch {ckpt.epoch} of {cfg.epochs}, data set {cfg.dataset}, "
-               f"adapt {cfg.adapt}, S={cfg.scaffold}, tau={cfg.threshold}, dtype {cfg.dtype})")
+               f"adapt {cfg.adapt}, S={cfg.scaffold}, tau={cfg.threshold}, dtype {cfg.dtype}, "
+               f"optimizer {cfg.optimizer})")
     click.echo("architecture:")
     for arm, net in ckpt.nets.items():
         arch = net.config()
@@ -44,7 +45,7 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
     metrics = ckpt.metrics
     if metrics:
         last = metrics[-1]
-        line = f"last epoch: test accuracy {100 * last['test_accuracy']:.2f} %"
+        line = f"epoch {last['epoch']}: test accuracy {100 * last['test_accuracy']:.2f} %"
         if "control" in last:
             line += f" (control {100 * last['control']['test_accuracy']:.2f} %)"
         click.echo(line)
@@ -53,8 +54,19 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
     # max(.., 0): with more requested than logged, len - max_changes < 0 would slice from the
     # end and drop the oldest changes ([-2:] of 3 changes shows 2).
     shown = changes if max_changes is None else changes[max(len(changes) - max_changes, 0):]
+    if any(c.get("predicted_offset") for c in shown):
+        click.echo("  (removals: next pre-activation changes by <= bound * |h| + offset; a "
+                   "nonzero offset (psi, bias) makes even a sigma = 0 removal inexact)")
     for c in shown:
         flag = "  REFUSED" if c["refused"] else ""
-        click.echo(f"  epoch {c['epoch'] + 1:4d}  {c['op']:<17s} layer {c['layer']}  n {c['n']:3d}  "
+        predicted = ""
+        if c["op"] == "neurodegeneration":
+            predicted = (f"  bound {c.get('predicted_bound', 0.0):.3g}  offset "
+                         f"{_fmt_offset(c.get('predicted_offset'))}")
+        click.echo(f"  epoch {c['epoch']:4d}  {c['op']:<17s} layer {c['layer']}  n {c['n']:3d}  "
                    f"widths {c['widths'][1:-1]}  eps_scaled {c['eps_scaled']:.3g} %  "
-                   f"kl {c['kl']:.3g}  {1000 * c['wall_time']:.1f} ms{flag}")
+                   f"kl {c['kl']:.3g}{predicted}  {1000 * c['wall_time']:.1f} ms{flag}")
+
+
+def _fmt_offset(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

@@ -1,4 +1,4 @@
-"""``isoplastic reproduce EXP``: run the paper's experiments (paper-notes §14) by one command.
+"""``isoplastic reproduce EXP``: run the paper's experiments by one command.
 
 Each experiment writes ``OUT/EXP/results.json`` (every number, mean ± SE over repeats),
 ``OUT/EXP/table.md`` (the paper's table shape) and PNG figures; ``all`` runs every experiment

@@ -1,4 +1,4 @@
-"""Reproductions of the paper's experiments (paper-notes §14), one module per experiment.
+"""Reproductions of the paper's experiments, one module per experiment.
 
 Imported on demand (``isoplastic reproduce`` or ``import isoplastic.experiments``), never by
 ``import isoplastic``. :mod:`.registry` maps experiment names to ``(Config, run)``.

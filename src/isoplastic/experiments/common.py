@@ -1,4 +1,4 @@
-"""Shared helpers of the reproduction experiments (paper-notes §14).
+"""Shared helpers of the reproduction experiments.
 
 Statistics (mean ± standard error), data loading with a cache, a generic "train this
 ``nn.Module`` for E epochs" loop (for the element-wise baselines, which the

@@ -1,4 +1,4 @@
-"""Exp 0 — cost of neuroadaptation against a training epoch (paper-notes §14 Exp 0, claim 8).
+"""Exp 0 — cost of neuroadaptation against a training epoch (the paper's Exp 0, claim 8).
 
 One network, one run: after warm-up epochs, each round times one training epoch, one test pass,
 one neurogenesis and one neurodegeneration of code-layer 1 (hidden layer 1) with optimizer-state

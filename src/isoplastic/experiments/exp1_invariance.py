@@ -1,4 +1,4 @@
-"""Exp 1 — neuroadaptive invariance (paper-notes §14 Exp 1; claims 1–6, 12, 15).
+"""Exp 1 — neuroadaptive invariance (the paper's Exp 1; claims 1–6, 12, 15).
 
 After training, on independent clones of each trained network: row "0" = full diagonalisation of
 code-layer 1 alone; "+k" = that, then k neurogenesis; "−k" = that, then k neurodegeneration; for

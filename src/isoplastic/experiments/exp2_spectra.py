@@ -1,4 +1,4 @@
-"""Exp 2 — singular-value and bias evolution (paper-notes §14 Exp 2, §13).
+"""Exp 2 — singular-value and bias evolution (the paper's Exp 2).
 
 An isotropic tanh MLP and an element-wise tanh MLP start from identical affine parameters and
 see identical batches (lr raised to 5e-2 as in the paper, "so the evolution is clearer"). After

@@ -1,4 +1,4 @@
-"""Exp 3 — scheduled task neuroadaptation (paper-notes §14 Exp 3; claims 9 and 10).
+"""Exp 3 — scheduled task neuroadaptation (the paper's Exp 3; claims 9 and 10).
 
 Several tasks share one network with the union input/output layout (the library's
 :func:`isoplastic.train.run_tasks`): tasks are added and removed over epochs; after every epoch

@@ -1,4 +1,4 @@
-"""Exp 4 — neuroabundance (paper-notes §14 Exp 4, §15; claim 11).
+"""Exp 4 — neuroabundance (the paper's Exp 4; claim 11).
 
 3-layer MLPs ``n0-n-n-C`` whose two hidden widths follow a schedule from ``n_start`` to
 ``n_target`` for every pair of widths: ``hold`` epochs at the start width, ``ramp`` epochs of

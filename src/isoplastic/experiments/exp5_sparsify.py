@@ -1,4 +1,4 @@
-"""Exp 5 — sparsification by alternating full diagonalisation (paper-notes §14 Exp 5, §5.4; claim 7).
+"""Exp 5 — sparsification by alternating full diagonalisation (the paper's Exp 5; claim 7).
 
 Train each architecture, then fully diagonalise code-layers 1, 3, 5, … (:func:`isoplastic.sparsify`).
 Reported per run: accuracy before/after, non-zero parameters (|θ| > 1e-4, all parameters)

@@ -1,4 +1,4 @@
-"""Exp 6 — element-wise tanh vs isotropic tanh (paper-notes §14 Exp 6; claim 13).
+"""Exp 6 — element-wise tanh vs isotropic tanh (the paper's Exp 6; claim 13).
 
 Per repeat both models start from identical affine parameters and see identical batches; the
 isotropic model has no intrinsic length and no ψ (the paper's setting). Final test accuracy,

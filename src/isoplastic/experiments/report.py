@@ -1,4 +1,4 @@
-"""``REPORT.md``: the paper's checkable claims (paper-notes §21) against our measured figures.
+"""``REPORT.md``: the paper's checkable claims against our measured figures.
 
 Generated only from the ``OUT/EXP/results.json`` files (never typed by hand). Each claim gets the
 paper's figure (or "not published"), our figure and a verdict: holds / does not hold / not tested
@@ -41,7 +41,7 @@ def _verdict(ok: bool | None) -> str:
 
 
 def claims(res: dict[str, dict]) -> list[dict]:
-    """One dict per claim of paper-notes §21: number, claim, paper, ours, verdict, note."""
+    """One dict per checkable claim of the paper: number, claim, paper, ours, verdict, note."""
     out: list[dict] = []
 
     def add(n, claim, paper, ours, verdict, note=""):
@@ -327,7 +327,7 @@ def write_report(out: str | Path, *, dest: str | Path | None = None,
                   + (f" (scale `{runtimes['scale']}`)" if "scale" in runtimes else "")
                   + (f"; {runtimes['machine']}" if "machine" in runtimes else ""), ""]
     counts = {v: sum(c["verdict"] == v for c in cl) for v in (HOLDS, FAILS, UNTESTED)}
-    lines += ["## Claims (paper-notes §21)", "",
+    lines += ["## Claims of the paper", "",
               f"{counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[UNTESTED]} not tested.",
               "",
               "| # | claim | paper | ours | verdict |", "|---|---|---|---|---|"]

@@ -1,6 +1,7 @@
 """``report.md`` and PNG plots for a training run directory, and the task-run plot.
 
-matplotlib is imported inside the functions (Agg backend), never at module import.
+matplotlib is imported inside the functions (Agg backend), never at module import. Epochs are
+numbered as in ``metrics.jsonl`` and ``changes.jsonl``: from 1, with epoch 0 the initial network.
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _integer_axis(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _curves(plt, metrics: list[dict], out: Path) -> None:
-    epochs = [m["epoch"] + 1 for m in metrics]
+    epochs = [m["epoch"] for m in metrics]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(epochs, [100 * m["test_accuracy"] for m in metrics], label="adaptive")
     ax2.plot(epochs, [m["train_loss"] for m in metrics], label="adaptive train")
@@ -45,18 +52,35 @@ def _curves(plt, metrics: list[dict], out: Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        _integer_axis(ax.xaxis)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
-def _widths(plt, metrics: list[dict], out: Path) -> None:
-    epochs = [m["epoch"] + 1 for m in metrics]
+def initial_widths(config: dict) -> list[int] | None:
+    """Hidden widths at epoch 0 (before any change) from a run's ``config.json``."""
+    if "widths" not in config:
+        return None
+    return list(config.get("channels", [])) * (config.get("model") == "cnn") + \
+        list(config["widths"])
+
+
+def _widths(plt, metrics: list[dict], out: Path, start: list[int] | None = None) -> None:
+    """Step plot of every hidden width from epoch 0 (the initial widths) on; integer ticks."""
+    epochs = [m["epoch"] for m in metrics]
+    rows = [m["widths"] for m in metrics]
+    if start is not None and metrics and len(start) == len(rows[0]):
+        epochs, rows = [metrics[0]["epoch"] - 1, *epochs], [start, *rows]
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    n_layers = len(metrics[0]["widths"]) if metrics else 0
+    n_layers = len(rows[0]) if rows else 0
     for k in range(n_layers):
-        ax.step(epochs, [m["widths"][k] for m in metrics], where="post", label=f"hidden {k}")
-    ax.set(xlabel="epoch", ylabel="width", title="Hidden widths (adaptive)")
+        ax.step(epochs, [r[k] for r in rows], where="post", label=f"hidden {k}",
+                marker="." if len(rows) <= 40 else None)
+    ax.set(xlabel="epoch (0: initial network)", ylabel="width (neurons)",
+           title="Hidden widths (adaptive)")
+    _integer_axis(ax.xaxis)
+    _integer_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -64,43 +88,101 @@ def _widths(plt, metrics: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+#: Panels per row of the spectra figure (deeper networks wrap onto more rows).
+SPECTRA_COLUMNS = 3
+
+
 def _spectra(plt, metrics: list[dict], out: Path) -> None:
+    """One heat map per hidden layer (neuron x epoch), in a grid of up to 3 columns."""
+    import math
+
     import numpy as np
 
     n_layers = len(metrics[0]["singular_values"]) if metrics else 0
-    fig, axes = plt.subplots(1, max(n_layers, 1), figsize=(5 * max(n_layers, 1), 3.8),
-                             squeeze=False)
+    ncols = max(1, min(n_layers, SPECTRA_COLUMNS))
+    nrows = max(1, math.ceil(n_layers / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[n_layers:]:
+        ax.set_visible(False)
+    first = metrics[0]["epoch"] if metrics else 1
     for k in range(n_layers):
         rows = [m["singular_values"][k] for m in metrics]
         width = max(len(r) for r in rows)
         grid = np.full((width, len(rows)), np.nan)
         for e, r in enumerate(rows):
             grid[: len(r), e] = r
-        ax = axes[0, k]
+        ax = axes[k // ncols, k % ncols]
         im = ax.imshow(grid, aspect="auto", origin="upper", interpolation="nearest",
-                       extent=(0.5, len(rows) + 0.5, width - 0.5, -0.5), cmap="viridis")
+                       extent=(first - 0.5, first + len(rows) - 0.5, width - 0.5, -0.5),
+                       cmap="viridis")
         fig.colorbar(im, ax=ax, label="singular value")
-        ax.set(xlabel="epoch", ylabel="neuron (ordered by strength)",
-               title=f"Spectrum of W_{k} (hidden {k})")
+        ax.set(xlabel="epoch", ylabel="neuron (by strength)", title=f"W_{k} (hidden {k})")
+        _integer_axis(ax.xaxis)
+        _integer_axis(ax.yaxis)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
+def zero_row(values: list[float]) -> float:
+    """Where exact zeros are drawn on a log axis: a row a decade below the smallest positive
+    value, labelled "0 (exact)" and set apart by a line (so they read as zeros)."""
+    positive = [v for v in values if v > 0]
+    return (min(positive) if positive else 1.0) / 10
+
+
+def _zero_ticks(ax, zero: float, top: float) -> None:
+    """Decade ticks above the zero row, and the zero row's tick labelled "0 (exact)"."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, NullLocator
+
+    lo = math.ceil(math.log10(zero) + 0.5)
+    hi = max(lo, math.ceil(math.log10(top))) if top > 0 else lo
+    step = max(1, math.ceil((hi - lo + 1) / 7))
+    ticks = [zero, *(10.0 ** e for e in range(lo, hi + 1, step))]
+    decade = LogFormatterSciNotation()
+    ax.set_ylim(zero / 10 ** 0.5, 10.0 ** hi * 10 ** 0.3)
+    ax.axhline(zero * 10 ** 0.5, color="0.5", lw=0.8, ls="--")
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda v, pos: "0 (exact)" if math.isclose(v, zero, rel_tol=1e-9) else decade(v, pos)))
+
+
 def _changes(plt, changes: list[dict], out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    floor = 1e-12
+    """eps_scaled of every change against its epoch (log scale; exact zeros on their own row);
+    several changes of one epoch are spread across it, hidden layer k marked by its number."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    values = [c["eps_scaled"] for c in changes]
+    zero = zero_row(values)
+    per_epoch: dict[int, int] = {}
+    xs = []
+    for c in changes:
+        per_epoch[c["epoch"]] = per_epoch.get(c["epoch"], 0) + 1
+    seen: dict[int, int] = {}
+    for c in changes:
+        i = seen[c["epoch"]] = seen.get(c["epoch"], 0) + 1
+        xs.append(c["epoch"] + (i / (per_epoch[c["epoch"]] + 1) - 0.5) * 0.6)
     styles = {"neurogenesis": ("^", "tab:green"), "neurodegeneration": ("v", "tab:red")}
     for op, (marker, color) in styles.items():
         idx = [i for i, c in enumerate(changes) if c["op"] == op and not c["refused"]]
-        ax.scatter(idx, [max(changes[i]["eps_scaled"], floor) for i in idx], marker=marker,
-                   color=color, label=op)
+        if idx:
+            ax.scatter([xs[i] for i in idx], [values[i] or zero for i in idx], marker=marker,
+                       color=color, label=op)
     idx = [i for i, c in enumerate(changes) if c["refused"]]
     if idx:
-        ax.scatter(idx, [max(changes[i]["eps_scaled"], floor) for i in idx], marker="x",
+        ax.scatter([xs[i] for i in idx], [values[i] or zero for i in idx], marker="x",
                    color="black", label="refused")
-    ax.set(yscale="log", xlabel="structural change #", ylabel="eps_scaled (%)",
+    if len(changes) <= 60:
+        for x, v, c in zip(xs, values, changes):
+            ax.annotate(str(c["layer"]), (x, v or zero), textcoords="offset points",
+                        xytext=(4, 2), fontsize=6, color="0.3")
+    ax.set(yscale="log", xlabel="epoch (numbers: hidden layer)", ylabel="eps_scaled (%)",
            title="Function change per structural change (probe batch)")
+    if any(v == 0 for v in values):
+        _zero_ticks(ax, zero, max(values))
+    _integer_axis(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -121,7 +203,8 @@ def write_report(run_dir: str | Path) -> Path:
     plt = _pyplot()
     figures = {
         "accuracy_loss.png": ("Accuracy and loss", lambda p: _curves(plt, metrics, p)),
-        "widths.png": ("Hidden widths", lambda p: _widths(plt, metrics, p)),
+        "widths.png": ("Hidden widths", lambda p: _widths(plt, metrics, p,
+                                                          initial_widths(config))),
         "spectra.png": ("Singular-value spectra per epoch", lambda p: _spectra(plt, metrics, p)),
         "function_change.png": ("Function change per structural change",
                                 lambda p: _changes(plt, changes, p)),
@@ -166,12 +249,25 @@ def write_report(run_dir: str | Path) -> Path:
     for name, title in made:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     if changes:
-        lines += ["## Change log", "", "| epoch | op | layer | n | widths after | eps_scaled (%) "
-                  "| KL | agreement | wall (ms) | refused |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["## Change log", "",
+                  "Epoch e: the change made after the training pass of epoch e (epochs count "
+                  "from 1). For a removal, the change of the next pre-activation of an input h "
+                  "is at most `bound * |h| + offset`: `bound` comes from the removed singular "
+                  "values, `offset` from the removed neurons' psi entries (and, without an "
+                  "intrinsic length or psi vectors, their biases). A removal of sigma = 0 "
+                  "neurons is exact only when its offset is 0 too; with psi "
+                  "`trainable+decay` (the default) it usually is not.", "",
+                  "| epoch | op | layer | n | widths after | eps_scaled (%) | KL | agreement "
+                  "| predicted bound | predicted offset | wall (ms) | refused |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in changes:
-            lines.append(f"| {c['epoch'] + 1} | {c['op']} | {c['layer']} | {c['n']} | "
+            removal = c["op"] == "neurodegeneration"
+            bound = _fmt(c.get("predicted_bound"), ".3g") if removal else ""
+            offset = _fmt(c.get("predicted_offset"), ".3g") if removal else ""
+            lines.append(f"| {c['epoch']} | {c['op']} | {c['layer']} | {c['n']} | "
                          f"{c['widths'][1:-1]} | {c['eps_scaled']:.3g} | {c['kl']:.3g} | "
-                         f"{c['agreement']:.3f} | {1000 * c['wall_time']:.1f} | {c['refused']} |")
+                         f"{c['agreement']:.3f} | {bound} | {offset} | "
+                         f"{1000 * c['wall_time']:.1f} | {c['refused']} |")
         lines.append("")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

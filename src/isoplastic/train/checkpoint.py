@@ -2,7 +2,9 @@
 
 ``checkpoint.safetensors`` holds, for every trained network ("arm") of a run, its parameters and
 buffers (``model.<state-dict name>``) and its optimizer's state tensors
-(``optim.<param index>.<key>``); the control twin's tensors carry the prefix ``control.``.
+(``optim.<param index>.<key>``); the control twin's tensors carry the prefix ``control.``; the
+input standardisation the networks were trained behind is ``preprocess.mean`` and
+``preprocess.std`` (float64, described by the JSON entry ``"preprocess"``).
 ``checkpoint.json`` holds the architecture of each arm (``net.config()``, including the current
 widths), the optimizer's hyper-parameters and non-tensor state, the
 :class:`~isoplastic.train.config.TrainConfig`, the epoch, the RNG states, the change log, the
@@ -31,6 +33,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..core import optim_state as ostate
+from ..data import Standardisation
 from ..errors import IsoplasticError, OptimizerStateError, UnsupportedOptimizerError
 from ..nn import IsotropicMLP
 from ..nn.conv import IsotropicCNN
@@ -39,6 +42,7 @@ from .config import TrainConfig
 CHECKPOINT_VERSION = 1
 TENSORS = "checkpoint.safetensors"
 META = "checkpoint.json"
+PREPROCESS = "preprocess."
 
 
 class CheckpointError(IsoplasticError, ValueError):
@@ -129,6 +133,9 @@ class Checkpoint:
             saved widths and state.
         meta: the whole JSON document (change log under ``"changes"``, metrics under
             ``"metrics"``, RNG states under ``"rng"``, free-form ``"extra"``).
+        preprocess: the input :class:`~isoplastic.data.Standardisation` the networks were
+            trained behind; ``None`` when they took their inputs as given; ``False`` for a
+            checkpoint written before the statistics were saved.
     """
 
     config: TrainConfig
@@ -136,6 +143,7 @@ class Checkpoint:
     nets: dict[str, IsotropicMLP]
     optimizers: dict[str, torch.optim.Optimizer]
     meta: dict = field(default_factory=dict)
+    preprocess: Standardisation | None | bool = False
 
     @property
     def changes(self) -> list[dict]:
@@ -150,14 +158,17 @@ def _prefix(arm: str) -> str:
     return "" if arm == "adaptive" else f"{arm}."
 
 
-def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer]
+def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer],
+                   extra_tensors: dict[str, torch.Tensor] | None = None
                    ) -> tuple[bytes, dict[str, dict]]:
     """(safetensors blob, per-arm JSON-able architecture + optimizer metadata) of the arms.
 
     Tensors are copied to the CPU; this is what :func:`save_checkpoint` writes and what a
     distributed run broadcasts from rank 0 (:mod:`isoplastic.train.distributed`).
+    ``extra_tensors`` (e.g. the input standardisation) are stored under their own names.
     """
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor] = {k: v.detach().cpu().contiguous().clone()
+                                        for k, v in (extra_tensors or {}).items()}
     arms: dict[str, dict] = {}
     for arm, net in nets.items():
         pre = _prefix(arm)
@@ -169,14 +180,54 @@ def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.op
     return st_save(tensors, metadata={"format": "isoplastic-checkpoint"}), arms
 
 
+def preprocess_entries(stats: Standardisation | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON) of a run's input standardisation for the checkpoint.
+
+    Tensors ``preprocess.mean`` and ``preprocess.std`` (float64); JSON ``{"standardise": bool,
+    "input_shape": [...]}``. ``stats=None`` (a :class:`~isoplastic.train.Trainer` given data
+    without a recorded standardisation) stores ``{"standardise": false}``: the model takes the
+    inputs exactly as they were given to the trainer.
+    """
+    if stats is None:
+        return {}, {"standardise": False}
+    return ({f"{PREPROCESS}mean": stats.mean.to(torch.float64),
+             f"{PREPROCESS}std": stats.std.to(torch.float64)},
+            {"standardise": True, "input_shape": list(stats.input_shape)})
+
+
+def preprocess_from(meta: dict, tensors: dict[str, torch.Tensor], source: object = "checkpoint"
+                    ) -> Standardisation | None | bool:
+    """The saved :class:`Standardisation`; ``None`` when the run was trained on inputs given as
+    they are; ``False`` for a checkpoint written before the statistics were saved."""
+    info = meta.get("preprocess")
+    if info is None:
+        return False
+    if not info.get("standardise"):
+        return None
+    try:
+        return Standardisation(tensors[f"{PREPROCESS}mean"], tensors[f"{PREPROCESS}std"],
+                               tuple(int(s) for s in info["input_shape"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: the input standardisation is incomplete "
+                              f"({type(exc).__name__}: {exc}); restore a copy of the run "
+                              "directory") from exc
+
+
 def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
                     nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer],
                     *, changes: list[dict] | None = None, metrics: list[dict] | None = None,
-                    extra: dict | None = None) -> Path:
-    """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``run_dir`` atomically."""
+                    extra: dict | None = None,
+                    preprocess: Standardisation | None | bool = False) -> Path:
+    """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``run_dir`` atomically.
+
+    ``preprocess``: the input :class:`~isoplastic.data.Standardisation` the networks were
+    trained behind (``None``: inputs used as given); ``False`` omits the entry, as checkpoints
+    written before it existed did (then :func:`isoplastic.load` asks for ``recompute=True``).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    blob, arms = serialise_arms(nets, optimizers)
+    pre_tensors, pre_meta = ({}, None) if preprocess is False else preprocess_entries(preprocess)
+    blob, arms = serialise_arms(nets, optimizers, pre_tensors)
     meta = {
         "checkpoint_version": CHECKPOINT_VERSION,
         "epoch": int(epoch),
@@ -186,6 +237,7 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
         "changes": list(changes or []),
         "metrics": list(metrics or []),
         "extra": dict(extra or {}),
+        **({} if pre_meta is None else {"preprocess": pre_meta}),
         "sha256": hashlib.sha256(blob).hexdigest(),
         "safetensors_bytes": len(blob),
     }
@@ -267,9 +319,27 @@ def build_net(architecture: dict) -> IsotropicMLP | IsotropicCNN:
     return IsotropicMLP(**arch)
 
 
+#: ``TrainConfig.optimizer`` name -> ``torch.optim`` class (every one transports its state
+#: through the structural changes; see :data:`isoplastic.core.optim_state.SUPPORTED_OPTIMIZERS`).
+OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam, "adadelta": torch.optim.Adadelta,
+}
+
+
 def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over all parameters with the config's lr and weight decay."""
-    return torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """The configured optimizer over all parameters, with the config's lr and weight decay
+    (and ``momentum`` for SGD and RMSprop)."""
+    try:
+        cls = OPTIMIZER_CLASSES[config.optimizer]
+    except KeyError:
+        raise CheckpointError(f"optimizer {config.optimizer!r} is not one of "
+                              f"{', '.join(OPTIMIZER_CLASSES)}") from None
+    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if config.optimizer in ("sgd", "rmsprop"):
+        kwargs["momentum"] = config.momentum
+    return cls(net.parameters(), **kwargs)
 
 
 def rebuild_arms(arms: dict[str, dict], tensors: dict[str, torch.Tensor], config: TrainConfig,
@@ -310,13 +380,15 @@ def checkpoint_from(meta: dict, tensors: dict[str, torch.Tensor],
         epoch = int(meta["epoch"])
         if not isinstance(meta.get("rng"), dict):
             raise ValueError("the RNG states are missing")
+        preprocess = preprocess_from(meta, tensors, source)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
         raise CheckpointError(f"{source}: inconsistent checkpoint metadata "
                               f"({type(exc).__name__}: {exc}); restore a copy of the run "
                               "directory") from exc
-    return Checkpoint(config=config, epoch=epoch, nets=nets, optimizers=optimizers, meta=meta)
+    return Checkpoint(config=config, epoch=epoch, nets=nets, optimizers=optimizers, meta=meta,
+                      preprocess=preprocess)
 
 
 def load_checkpoint(run_dir: str | Path) -> Checkpoint:

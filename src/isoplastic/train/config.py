@@ -15,7 +15,11 @@ CONFIG_VERSION = 1
 ADAPT_MODES = ("scaffold", "schedule", "none")
 MODELS = ("mlp", "cnn")
 DTYPES = ("float32", "float64")
-OPTIMIZERS = ("adamw",)
+PSI_MODES = ("none", "constant", "trainable", "trainable+decay", "expectation")
+INTRINSIC_LENGTHS = ("none", "constant", "trainable")
+#: ``--optimizer`` names: the optimizers whose state every structural change transports
+#: (:data:`isoplastic.core.optim_state.SUPPORTED_OPTIMIZERS`), lower-cased.
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad", "nadam", "radam", "adadelta")
 
 
 @dataclass
@@ -27,7 +31,10 @@ class TrainConfig:
         data_dir: directory of downloaded data sets (``None``: environment / defaults).
         widths: hidden-layer widths, e.g. ``[32, 32]``.
         epochs: number of training epochs.
-        batch_size, lr, weight_decay, optimizer: AdamW settings (paper-notes §14).
+        batch_size, lr, weight_decay: the optimizer's settings (the paper trains with AdamW,
+            lr 1e-3, weight decay 1e-3, batch 48).
+        optimizer: one of :data:`OPTIMIZERS` (``torch.optim`` class, lower-cased).
+        momentum: momentum of ``"sgd"`` and ``"rmsprop"`` (ignored by the others).
         intrinsic_length, psi: :class:`~isoplastic.IsotropicMLP` modes.
         adapt: ``"scaffold"`` (neuroadapt each epoch), ``"schedule"`` (width targets) or
             ``"none"``.
@@ -58,6 +65,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     optimizer: str = "adamw"
+    momentum: float = 0.0
     intrinsic_length: str = "trainable"
     psi: str = "trainable+decay"
     adapt: str = "scaffold"
@@ -111,6 +119,12 @@ class TrainConfig:
             raise bad("weight_decay", "must be >= 0")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
+        if not self.momentum >= 0:
+            raise bad("momentum", "must be >= 0")
+        if self.psi not in PSI_MODES:
+            raise bad("psi", f"choose one of {', '.join(PSI_MODES)}")
+        if self.intrinsic_length not in INTRINSIC_LENGTHS:
+            raise bad("intrinsic_length", f"choose one of {', '.join(INTRINSIC_LENGTHS)}")
         if self.adapt not in ADAPT_MODES:
             raise bad("adapt", f"choose one of {', '.join(ADAPT_MODES)}")
         if isinstance(self.scaffold, bool) or not isinstance(self.scaffold, int) or self.scaffold < 0:

@@ -1,4 +1,4 @@
-"""Several tasks in one adaptive network (paper-notes §14 Exp 3, §11).
+"""Several tasks in one adaptive network (the paper's Exp 3).
 
 Two layouts:
 

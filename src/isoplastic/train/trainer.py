@@ -1,4 +1,9 @@
-"""Adaptive-topology training (paper-notes §10, §14).
+"""Adaptive-topology training: the scaffold policy of the paper, with a fixed-topology control.
+
+Epochs are numbered from 1 everywhere (``metrics.jsonl``, ``changes.jsonl``, the checkpoint's
+completed-epoch count, ``inspect``, the report and the console): the record of epoch ``e`` holds
+the metrics after ``e`` epochs, and a change logged at epoch ``e`` was made after the training
+pass of epoch ``e``, before its evaluation.
 
 Each epoch: one pass over the shuffled training set (cross-entropy + ``net.psi_penalty()``,
 AdamW), then the topology policy (after the training epoch, before evaluation), then evaluation
@@ -25,12 +30,15 @@ single-process run takes exactly the code path it always took.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core.optim_state import move_state
-from ..data import Dataset, load_dataset
+from ..data import DataError, Dataset, load_dataset
+from ..errors import IsoplasticError
 from ..nn import IsotropicMLP
 from ..nn.conv import IsotropicCNN
 from ..ops.diagonalise import singular_values
@@ -76,17 +85,124 @@ def generator(seed: int, *parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, *parts))
 
 
+class RunDirError(IsoplasticError, ValueError):
+    """A run directory would be overwritten; the message names the files and the choices."""
+
+
+#: Files a training run writes into its directory (an existing one marks a run).
+RUN_FILES = ("config.json", "metrics.jsonl", "changes.jsonl", "checkpoint.safetensors",
+             "checkpoint.json", "report.md", "accuracy_loss.png", "widths.png", "spectra.png",
+             "function_change.png", "metrics.csv", "tensorboard")
+
+
+def existing_run_files(run_dir: str | Path) -> list[str]:
+    """The files of :data:`RUN_FILES` (and their ``.tmp`` leftovers) present in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return [n for name in RUN_FILES for n in (name, name + ".tmp") if (run_dir / n).exists()]
+
+
+def check_run_dir(run_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse (:class:`RunDirError`) a directory holding a run's files unless ``overwrite``.
+
+    With ``overwrite`` nothing is deleted here; the new run replaces those files as it writes
+    them, and :meth:`Trainer.run` removes the old run's other files when it starts.
+    """
+    found = existing_run_files(run_dir)
+    if found and not overwrite:
+        raise RunDirError(
+            f"{run_dir} already holds a run ({', '.join(found[:4])}"
+            f"{', ...' if len(found) > 4 else ''}); continue it with `isoplastic train --resume "
+            f"{run_dir}`, choose another --out, or pass --overwrite to replace it")
+
+
+def check_splits(data: Dataset) -> None:
+    """Raise :class:`DataError` when the training or test split is empty."""
+    n_train, n_test = int(data.x_train.shape[0]), int(data.x_test.shape[0])
+    if n_train == 0 or n_test == 0:
+        counts = data.y_train.bincount(minlength=data.n_classes).tolist() if n_train else []
+        raise DataError(
+            f"{data.name}: {n_train} training and {n_test} test samples; the automatic "
+            "stratified 80/20 split puts round(0.2 * n) samples of a class with n samples into "
+            f"the test set (training samples per class: {counts}), so it needs at least 3 "
+            "samples of some class; give more data, or save your own split as x_test and y_test "
+            "in the .npz (and check --n-train/--n-test)")
+
+
 def prepare_data(config: TrainConfig) -> Dataset:
-    """Load, optionally subset, flatten (MLP) and standardise the configured data set."""
+    """Load, optionally subset, flatten (MLP) and standardise the configured data set.
+
+    The returned :class:`~isoplastic.data.Dataset` carries its ``standardisation`` (training-set
+    mean and std, and the raw sample shape), which the trainer saves in the checkpoint so that
+    :func:`isoplastic.load` can apply it to new data in the data set's own units. Raises
+    :class:`~isoplastic.data.DataError` when a split would be empty.
+    """
     data = load_dataset(config.dataset, config.data_dir, seed=config.seed)
     if config.n_train is not None or config.n_test is not None:
         data = data.subset(config.n_train, config.n_test, seed=config.seed)
+    check_splits(data)
     if config.model == "cnn":
         if len(data.sample_shape) != 3:
             raise ConfigError(f"model='cnn' needs image data (C, H, W); {config.dataset!r} has "
                               f"samples of shape {data.sample_shape}; use model='mlp'")
         return data.standardised()
-    return data.flat().standardised()
+    return data.flat().standardised(input_shape=data.sample_shape)
+
+
+def resolve_device(device: str | torch.device | None, dist: DistContext) -> torch.device:
+    """The training device: ``device`` (single process; default CPU) or the process group's.
+
+    Raises :class:`~isoplastic.train.config.ConfigError` for a device that does not exist here,
+    or one that contradicts a multi-process run's device.
+    """
+    if dist.enabled:
+        if device is not None and torch.device(device).type != dist.device.type:
+            raise ConfigError(f"device {str(device)!r}: under torchrun the {dist.backend} backend "
+                              f"trains on {dist.device}; set ISOPLASTIC_DIST_BACKEND=nccl for "
+                              "CUDA or gloo for the CPU instead of --device")
+        return dist.device
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {str(device)!r} is not a torch device ({exc}); e.g. cpu, "
+                          "cuda, cuda:1, mps") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r}: CUDA is not available in this PyTorch "
+                              f"build ({torch.__version__}); use --device cpu or install a CUDA "
+                              "build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA "
+                              "device(s) are visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(device)!r}: supported device types are cpu, cuda, mps")
+    return dev
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) for the duration of the block, then raise it.
+
+    Saving a run writes several files through temporary files; an interrupt in between would
+    leave ``*.tmp`` files behind. Only the main thread can install signal handlers; elsewhere
+    this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[object] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def build_model(config: TrainConfig, data: Dataset) -> IsotropicMLP | IsotropicCNN:
@@ -185,12 +301,21 @@ class Trainer:
     Args:
         config: the run configuration.
         data: an already prepared (flat, standardised) :class:`~isoplastic.data.Dataset`;
-            default: :func:`prepare_data` of ``config``.
+            default: :func:`prepare_data` of ``config``. Its ``standardisation`` (if any) is
+            saved with the checkpoint; without one, :func:`isoplastic.load` returns a model
+            that takes inputs exactly as they are in ``data``.
         progress: show a tqdm bar per epoch (default: when stderr is a terminal; no bar
             when tqdm, which the ``cli`` extra installs, is absent).
         out: run directory (default ``config.out``); ``None``: nothing is written.
         dist: the process's place in a multi-process run (default: single process); only
             rank 0 writes files and shows progress.
+        device: device of a single-process run (default ``"cpu"``); under ``torchrun`` the
+            device follows the backend (``cuda:LOCAL_RANK`` with nccl).
+        overwrite: a new run may replace the files of a run already in ``out`` (default:
+            :class:`RunDirError`, raised before anything is written).
+        callbacks: objects with any of the methods ``on_epoch_end(trainer, record)`` (after
+            each epoch's metrics record is saved) and ``on_change(trainer, record)`` (after
+            each structural change is measured, applied or refused).
 
     Example:
         >>> t = Trainer(TrainConfig(epochs=2, widths=[16], n_train=200, control=False), progress=False)
@@ -199,13 +324,23 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, data: Dataset | None = None,
                  progress: bool | None = None, out: str | Path | None = None,
-                 dist: DistContext | None = None,
-                 _arms: dict[str, tuple[IsotropicMLP, torch.optim.Optimizer]] | None = None) -> None:
+                 dist: DistContext | None = None, device: str | torch.device | None = None,
+                 overwrite: bool = False, callbacks: Sequence[object] = (),
+                 _arms: dict[str, tuple[IsotropicMLP, torch.optim.Optimizer]] | None = None,
+                 _preprocess: object = False) -> None:
         self.config = config
         self.dist = dist if dist is not None else DistContext()
-        self.device = self.dist.device
+        self.device = resolve_device(device, self.dist)
         self.dtype = getattr(torch, config.dtype)
+        self.callbacks = list(callbacks)
+        out = config.out if out is None else out
+        self.run_dir = None if out is None else Path(out)
+        if _arms is None and self.run_dir is not None and self.dist.is_main:
+            check_run_dir(self.run_dir, overwrite)  # before any work, before anything is written
         self.data = data if data is not None else prepare_data(config)
+        check_splits(self.data)
+        #: the input standardisation saved with the checkpoint (see :func:`isoplastic.load`)
+        self.preprocess = self.data.standardisation if _preprocess is False else _preprocess
         self.x_train = self.data.x_train.to(self.dtype)
         self.y_train = self.data.y_train
         self.x_test = self.data.x_test.to(self.dtype)
@@ -213,9 +348,8 @@ class Trainer:
         self.probe = self.x_test[: config.probe_size]
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         self.progress = self.progress and self.dist.is_main
-        out = config.out if out is None else out
-        self.run_dir = None if out is None else Path(out)
         self.epoch = 0  # completed epochs
+        self._fresh = _arms is None  # a new run (not continued from a checkpoint)
         self.metrics: list[dict] = []
         self.changes: list[dict] = []
         self.arms: dict[str, Arm] = {}
@@ -228,6 +362,12 @@ class Trainer:
         for name, (net, opt) in _arms.items():
             policy = make_policy(config) if name == "adaptive" else FixedTopology()
             self.arms[name] = Arm(name, net, opt, policy)
+        if not self.dist.enabled and self.device.type != "cpu":
+            for arm in self.arms.values():
+                arm.net.to(self.device)
+                move_state(arm.optimizer, self.device)
+            for attr in ("x_train", "y_train", "x_test", "y_test", "probe"):
+                setattr(self, attr, getattr(self, attr).to(self.device))
         self._models: dict[str, torch.nn.Module] = {n: a.net for n, a in self.arms.items()}
         if self.dist.enabled:
             if self.device.type != "cpu":
@@ -241,8 +381,12 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, run_dir: str | Path, *, data: Dataset | None = None,
                         progress: bool | None = None, epochs: int | None = None,
-                        dist: DistContext | None = None) -> Trainer:
+                        dist: DistContext | None = None, device: str | torch.device | None = None,
+                        callbacks: Sequence[object] = ()) -> Trainer:
         """Continue the run saved in ``run_dir`` (optionally with a new total of ``epochs``).
+
+        ``epochs`` is the run's new *total* number of epochs (as in the configuration), not a
+        number of further epochs; it may not be below the epochs already completed.
 
         In a multi-process run only rank 0 reads ``run_dir`` and broadcasts the verified
         checkpoint (no shared file system needed); the number of processes may differ from the
@@ -254,11 +398,16 @@ class Trainer:
             ckpt = load_checkpoint(run_dir)
         config = ckpt.config
         if epochs is not None:
+            if int(epochs) < ckpt.epoch:
+                raise ConfigError(f"epochs={epochs} is below the {ckpt.epoch} epochs {run_dir} has "
+                                  "already completed; epochs is the run's total, e.g. "
+                                  f"{ckpt.epoch + int(epochs)} for {epochs} more")
             config.epochs = int(epochs)
             config.validate()
         config.out = str(run_dir)
         arms = {name: (ckpt.nets[name], ckpt.optimizers[name]) for name in ckpt.nets}
-        trainer = cls(config, data=data, progress=progress, out=run_dir, dist=dist, _arms=arms)
+        trainer = cls(config, data=data, progress=progress, out=run_dir, dist=dist,
+                      device=device, callbacks=callbacks, _arms=arms, _preprocess=ckpt.preprocess)
         trainer.epoch = ckpt.epoch
         trainer.metrics = list(ckpt.metrics)
         trainer.changes = list(ckpt.changes)
@@ -287,52 +436,62 @@ class Trainer:
             except ModuleNotFoundError:  # without it: no progress bar
                 tqdm = None
             if tqdm is not None:
-                bar = tqdm(total=n_batches * len(self.arms), desc=f"epoch {epoch + 1}/"
-                           f"{self.config.epochs}", leave=False, disable=not self.progress)
-        stats = {}
-        world, rank = self.dist.world_size, self.dist.rank
-        for arm in self.arms.values():
-            net, opt = arm.net, arm.optimizer
-            model = self._models[arm.name]  # the DDP wrapper in a multi-process run
-            net.train()
-            total, correct = 0.0, 0
-            for i in range(n_batches):
-                idx = order[i * bs:(i + 1) * bs]
+                bar = tqdm(total=n_batches, unit="batch", leave=False, dynamic_ncols=True)
+        try:
+            stats = {}
+            world, rank = self.dist.world_size, self.dist.rank
+            for arm in self.arms.values():
+                net, opt = arm.net, arm.optimizer
+                model = self._models[arm.name]  # the DDP wrapper in a multi-process run
+                net.train()
+                total, correct, seen = 0.0, 0, 0
+                if bar is not None:  # one bar per epoch counting batches, restarted for each arm
+                    bar.reset(total=n_batches)
+                    bar.set_description(f"epoch {epoch + 1}/{self.config.epochs} {arm.name}")
+                for i in range(n_batches):
+                    idx = order[i * bs:(i + 1) * bs]
+                    if self.dist.enabled:
+                        # this rank's chunk of the global batch; DDP averages over ranks, so scale
+                        # the chunk's summed loss by world / |global batch|: the mean over the batch
+                        scale = world / len(idx)
+                        idx = torch.tensor_split(idx, world)[rank]
+                        xb, yb = self.x_train[idx], self.y_train[idx]
+                        out = model(xb)
+                        ce_sum = F.cross_entropy(out, yb, reduction="sum")
+                        loss = ce_sum * scale + net.psi_penalty()
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        total += float(ce_sum.detach())
+                    else:
+                        xb, yb = self.x_train[idx], self.y_train[idx]
+                        out = net(xb)
+                        ce = F.cross_entropy(out, yb)
+                        loss = ce + net.psi_penalty()
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        total += float(ce.detach()) * len(idx)
+                    correct += int((out.detach().argmax(1) == yb).sum())
+                    if bar is not None:
+                        seen += len(yb)
+                        bar.set_postfix(loss=f"{total / seen:.4f}",
+                                        acc=f"{100 * correct / seen:.1f}%", refresh=False)
+                        bar.update(1)
                 if self.dist.enabled:
-                    # this rank's chunk of the global batch; DDP averages over ranks, so scale
-                    # the chunk's summed loss by world / |global batch|: the mean over the batch
-                    scale = world / len(idx)
-                    idx = torch.tensor_split(idx, world)[rank]
-                    xb, yb = self.x_train[idx], self.y_train[idx]
-                    out = model(xb)
-                    ce_sum = F.cross_entropy(out, yb, reduction="sum")
-                    loss = ce_sum * scale + net.psi_penalty()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(ce_sum.detach())
-                else:
-                    xb, yb = self.x_train[idx], self.y_train[idx]
-                    out = net(xb)
-                    ce = F.cross_entropy(out, yb)
-                    loss = ce + net.psi_penalty()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(ce.detach()) * len(idx)
-                correct += int((out.detach().argmax(1) == yb).sum())
-                if bar is not None:
-                    bar.update(1)
-            if self.dist.enabled:
-                total, summed = self.dist.all_reduce_sum([total, float(correct)])
-                correct = int(round(summed))
-            stats[arm.name] = {"train_loss": total / n, "train_accuracy": correct / n}
-        if bar is not None:
-            bar.close()
+                    total, summed = self.dist.all_reduce_sum([total, float(correct)])
+                    correct = int(round(summed))
+                stats[arm.name] = {"train_loss": total / n, "train_accuracy": correct / n}
+        finally:
+            if bar is not None:
+                bar.close()
         return stats
 
     def _guard(self, arm: Arm, epoch: int) -> Callable[[StructuralChange], None]:
-        """Measure each change on the probe batch; refuse it when over the tolerance."""
+        """Measure each change on the probe batch; refuse it when over the tolerance.
+
+        ``epoch`` is the 0-based index the policies take; the record says ``epoch + 1``.
+        """
         state = {"before": logits_of(arm.net, self.probe), "t0": time.perf_counter()}
         tol = self.config.tolerance
 
@@ -341,21 +500,24 @@ class Trainer:
             after = logits_of(arm.net, self.probe)
             fc = compare_logits(state["before"], after)
             record = {
-                "epoch": epoch, "arm": arm.name, "op": change.op, "layer": change.layer,
+                "epoch": epoch + 1, "arm": arm.name, "op": change.op, "layer": change.layer,
                 "n": change.n, "width_before": change.width_before,
                 "width_after": change.width_after, "widths": list(arm.net.widths),
                 **fc.as_dict(), "wall_time": wall,
                 "removed_singular_values": list(change.removed_singular_values),
-                "predicted_bound": change.predicted_bound, "refused": False,
+                "predicted_bound": change.predicted_bound,
+                "predicted_offset": change.predicted_offset, "refused": False,
             }
             if tol is not None and fc.eps_scaled > tol:
                 record["refused"] = True
                 self.changes.append(record)
+                self._emit("on_change", record)
                 state["t0"] = time.perf_counter()
                 raise ChangeRefused(f"{change.op} of {change.n} neuron(s) in hidden layer "
                                     f"{change.layer}: eps_scaled {fc.eps_scaled:.3g}% > "
                                     f"tolerance {tol}%", change=change, info=record)
             self.changes.append(record)
+            self._emit("on_change", record)
             state["before"] = after
             state["t0"] = time.perf_counter()
 
@@ -463,7 +625,7 @@ class Trainer:
             if arm.net.psi_mode.has_vectors:
                 rec["psi_norm"] = float(sum(p.detach().norm() for p in arm.net.psi))
             if arm.name == "adaptive":
-                record = {"epoch": e, **rec, "n_changes": sum(not c["refused"] for c in new),
+                record = {"epoch": e + 1, **rec, "n_changes": sum(not c["refused"] for c in new),
                           "n_refused": sum(c["refused"] for c in new)}
             else:
                 record[arm.name] = rec
@@ -475,11 +637,27 @@ class Trainer:
         self.epoch = e + 1
         if self.run_dir is not None and self.dist.is_main:
             self.save()
+        self._emit("on_epoch_end", record)
         return record
+
+    def _emit(self, event: str, record: dict) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, record)
 
     # -- files -------------------------------------------------------------------------------
     def save(self) -> None:
-        """Checkpoint plus ``config.json``, ``metrics.jsonl``, ``changes.jsonl`` (atomically)."""
+        """Checkpoint plus ``config.json``, ``metrics.jsonl``, ``changes.jsonl`` (atomically).
+
+        Ctrl-C is held back until the files are written, so an interrupt leaves a complete
+        checkpoint of the last finished epoch and no temporary files.
+        """
+        assert self.run_dir is not None
+        with deferred_interrupt():
+            self._save()
+
+    def _save(self) -> None:
         assert self.run_dir is not None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.run_dir / "config.json", self.config.to_json() + "\n")
@@ -492,14 +670,28 @@ class Trainer:
                         {n: a.optimizer for n, a in self.arms.items()},
                         changes=self.changes, metrics=self.metrics,
                         extra={"world_size": self.dist.world_size, "backend": self.dist.backend}
-                        if self.dist.enabled else None)
+                        if self.dist.enabled else None, preprocess=self.preprocess)
 
     def run(self, until: int | None = None) -> RunResult:
         """Train until ``until`` (default ``config.epochs``) epochs are complete."""
         t0 = time.perf_counter()
         until = self.config.epochs if until is None else until
         if self.run_dir is not None and self.epoch == 0 and self.dist.is_main:
-            self.save_config()
+            # a fresh run: drop the files of a run it replaces (overwrite=True; otherwise the
+            # directory was checked to hold none), then checkpoint the initial state, so that
+            # an interrupt at any point leaves a run that --resume continues bit-identically
+            with deferred_interrupt():
+                if self._fresh:
+                    for name in existing_run_files(self.run_dir):
+                        path = self.run_dir / name
+                        if path.is_dir():  # the old run's tensorboard/ events
+                            import shutil
+
+                            shutil.rmtree(path)
+                        else:
+                            path.unlink()
+                    self._fresh = False
+                self._save()
         while self.epoch < until:
             self.run_epoch()
         self.dist.barrier()
@@ -517,21 +709,25 @@ class Trainer:
 
 def fit(config: TrainConfig | None, *, data: Dataset | None = None, progress: bool | None = None,
         resume: str | Path | None = None, report: bool = True,
-        dist: DistContext | None = None) -> RunResult:
+        dist: DistContext | None = None, device: str | torch.device | None = None,
+        overwrite: bool = False, callbacks: Sequence[object] = ()) -> RunResult:
     """Train as configured (or continue the run in ``resume``) and return a :class:`RunResult`.
 
     When the run has an output directory (``config.out`` or ``resume``), the files are written
-    there every epoch and, with ``report=True``, ``report.md`` and its plots at the end.
+    there every epoch and, with ``report=True``, ``report.md`` and its plots at the end. A new
+    run refuses a directory that already holds a run unless ``overwrite`` (:class:`RunDirError`).
+    With ``resume``, ``config.epochs`` (if a config is given) is the new total.
     """
     if config is None and resume is None:
         raise ValueError("fit: pass a TrainConfig, or resume=RUN_DIR to continue a run")
     if resume is not None:
         trainer = Trainer.from_checkpoint(resume, data=data, progress=progress,
                                           epochs=None if config is None else config.epochs,
-                                          dist=dist)
+                                          dist=dist, device=device, callbacks=callbacks)
     else:
         assert config is not None
-        trainer = Trainer(config, data=data, progress=progress, dist=dist)
+        trainer = Trainer(config, data=data, progress=progress, dist=dist, device=device,
+                          overwrite=overwrite, callbacks=callbacks)
     result = trainer.run()
     if report and trainer.run_dir is not None and trainer.dist.is_main:
         from ..plot.report import write_report
@@ -566,6 +762,6 @@ def _broadcast_checkpoint(run_dir: str | Path, dist: DistContext):
     return checkpoint_from(header["meta"], st_load(blob), run_dir)
 
 
-__all__ = ["Arm", "RunResult", "Trainer", "build_model", "derive_seed", "fit", "make_policy",
-           "prepare_data",
-           "spectra"]
+__all__ = ["RUN_FILES", "Arm", "RunDirError", "RunResult", "Trainer", "build_model",
+           "check_run_dir", "check_splits", "derive_seed", "fit", "make_policy", "prepare_data",
+           "resolve_device", "spectra"]

@@ -1,0 +1,155 @@
+"""A trained run as a ready-to-use model: :func:`load` (``isoplastic.load``).
+
+``isoplastic train`` standardises every input feature with the training split's mean and
+standard deviation and saves both in the checkpoint (``preprocess.mean``, ``preprocess.std``).
+:func:`load` puts them in front of the trained network, so the returned module takes inputs in
+the data set's own units: for a ``.npz`` data set the values stored under ``x``; for the
+built-in image data sets the pixel scale of :func:`isoplastic.data.load_dataset` (digits
+``0..16`` divided by 16, the others ``0..255`` divided by 255, so values in ``[0, 1]``).
+
+For a raw batch ``x`` of shape ``(N, *input_shape)`` the module computes exactly what training
+computed::
+
+    z = ((float64(float32(x)) - mean) / std) -> float32 -> the network's dtype
+    logits = net(z.reshape(N, -1))     # MLP (flattened features)
+    logits = net(z)                    # CNN (C, H, W)
+
+so its test accuracy on the raw test inputs equals the one the run reported.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import Standardisation
+from .checkpoint import CheckpointError, load_checkpoint
+
+
+class TrainedModel(nn.Module):
+    """A trained network with its input standardisation inside.
+
+    Args:
+        net: the trained :class:`~isoplastic.IsotropicMLP` or :class:`~isoplastic.IsotropicCNN`.
+        standardisation: the training set's per-feature statistics (``None``: inputs are
+            passed on as they are, cast to the network's dtype).
+        flatten: the network takes flattened samples (an MLP).
+
+    Attributes:
+        net: the network (its structural operations, spectra etc. remain available).
+        input_shape: the shape of one raw sample, e.g. ``(13,)`` or ``(1, 8, 8)``.
+        mean, std: float64 buffers (``None`` without standardisation).
+
+    ``forward(x)``: ``x`` of shape ``(N, *input_shape)`` (an MLP also accepts
+    ``(N, prod(input_shape))``; a tensor or a NumPy array) -> logits ``(N, n_classes)``.
+    """
+
+    def __init__(self, net: nn.Module, standardisation: Standardisation | None, *,
+                 flatten: bool, input_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.flatten = bool(flatten)
+        if standardisation is not None:
+            input_shape = standardisation.input_shape
+            self.register_buffer("mean", standardisation.mean.to(torch.float64).clone())
+            self.register_buffer("std", standardisation.std.to(torch.float64).clone())
+        else:
+            self.register_buffer("mean", None)
+            self.register_buffer("std", None)
+        if input_shape is None:
+            raise ValueError("TrainedModel: give input_shape when there is no standardisation")
+        self.input_shape = tuple(int(s) for s in input_shape)
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.input_shape)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def _device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        shape = tuple(x.shape[1:])
+        accepted = [self.input_shape] + ([(self.n_features,)] if self.flatten else [])
+        if x.ndim < 1 or shape not in accepted:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)}: this model takes raw samples of shape "
+                f"(N, {', '.join(map(str, self.input_shape))})"
+                + (f" or (N, {self.n_features})" if self.flatten else "")
+                + ", in the units of the data set it was trained on")
+        if not (x.is_floating_point() or x.dtype in (torch.int8, torch.uint8, torch.int16,
+                                                     torch.int32, torch.int64)):
+            raise TypeError(f"input dtype {x.dtype}: pass real numbers (float or integer)")
+        x = x.to(self._device())
+        if self.flatten:
+            x = x.reshape(x.shape[0], self.n_features)
+        elif shape != self.input_shape:  # pragma: no cover - excluded by the shape check
+            x = x.reshape(x.shape[0], *self.input_shape)
+        x = x.to(torch.float32)  # the data loaders hold float32 inputs
+        if self.mean is not None:
+            mean = self.mean.reshape(x.shape[1:])
+            std = self.std.reshape(x.shape[1:])
+            x = ((x.to(torch.float64) - mean) / std).to(torch.float32)
+        return self.net(x.to(self._dtype()))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class labels ``(N,)`` (argmax of the logits) for raw inputs ``x``."""
+        return self(x).argmax(dim=1)
+
+
+def load(run_dir: str | Path, arm: str = "adaptive", *, device: str | torch.device = "cpu",
+         recompute: bool = False) -> TrainedModel:
+    """The trained model of an ``isoplastic train`` run, ready for raw inputs, in eval mode.
+
+    Args:
+        run_dir: the run directory (it holds ``checkpoint.safetensors`` and
+            ``checkpoint.json``; loading never unpickles).
+        arm: ``"adaptive"`` (default) or ``"control"`` (the fixed-topology twin).
+        device: where to put the model.
+        recompute: for a checkpoint written before the statistics were saved (isoplastic
+            0.1.0), recompute them by loading the run's data set again (same data set, seed
+            and subset give the same statistics). Without it such a checkpoint is refused with
+            a :class:`~isoplastic.train.CheckpointError` that says so.
+
+    Returns:
+        A :class:`TrainedModel` (an ``nn.Module`` in eval mode): raw ``(N, *input_shape)`` ->
+        logits ``(N, n_classes)``; ``.net`` is the trained network, ``.predict(x)`` the labels.
+
+    Example:
+        >>> model = isoplastic.load("runs/demo")        # doctest: +SKIP
+        >>> model.predict(x_raw)                        # doctest: +SKIP
+    """
+    ckpt = load_checkpoint(run_dir)
+    if arm not in ckpt.nets:
+        raise CheckpointError(f"{run_dir}: no arm {arm!r}; this run has "
+                              f"{', '.join(map(repr, ckpt.nets))}")
+    stats = ckpt.preprocess
+    if stats is False:
+        if not recompute:
+            raise CheckpointError(
+                f"{run_dir}: this checkpoint was written before isoplastic saved the input "
+                "standardisation, so its network expects standardised inputs; call "
+                "isoplastic.load(run_dir, recompute=True) to recompute the statistics from the "
+                "run's data set (which must still be readable), or feed the network "
+                "(load_checkpoint(run_dir).nets['adaptive']) inputs from "
+                "isoplastic.train.prepare_data(config)")
+        from .trainer import prepare_data
+
+        stats = prepare_data(ckpt.config).standardisation
+    net = ckpt.nets[arm]
+    flatten = ckpt.config.model == "mlp"
+    input_shape = None
+    if stats is None:  # trained on inputs given as they were
+        input_shape = (int(net.widths[0]),) if flatten else tuple(net.config()["in_shape"])
+    model = TrainedModel(net, stats, flatten=flatten, input_shape=input_shape)
+    return model.to(device).eval()
+
+
+__all__ = ["TrainedModel", "load"]
