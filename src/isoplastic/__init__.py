@@ -23,6 +23,7 @@ from .core import HiddenSpace as HiddenSpace
 from .core import HiddenSpaceModel as HiddenSpaceModel
 from .core import IsoplasticBlock as IsoplasticBlock
 from .core import hidden_spaces as hidden_spaces
+from .core import mirror as mirror
 from .core import register_optimizer as register_optimizer
 from .core import transaction as transaction
 from .errors import ConfigError as ConfigError

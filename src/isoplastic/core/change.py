@@ -62,26 +62,37 @@ if TYPE_CHECKING:
 Optimizer = torch.optim.Optimizer
 
 
+_SWAP_IMPL = getattr(torch._C, "_swap_tensor_impl", None)  # torch >= 2.3
+
+
+def _stale_graph(grad_outputs: object) -> None:
+    raise RuntimeError(
+        "this autograd graph was built before a structural change resized one of its parameters "
+        "(isoplastic renews a resized parameter's gradient accumulator); run the forward pass "
+        "again after the change and backpropagate the new loss"
+    )
+
+
 def replace_values(t: Tensor, new: Tensor) -> None:
     """Give parameter or buffer ``t`` the values ``new`` (any shape), keeping the object.
 
-    When the shape changes, a parameter's autograd identity is renewed as well
-    (:func:`torch.utils.swap_tensors` with a fresh ``nn.Parameter`` carrying ``t``'s Python
-    attributes): a graph built before the change and still alive (the previous loss, a
-    notebook's output history) holds the old gradient accumulator, and without the swap the next
-    backward would reuse it and fail on the old shape. Gradient hooks registered on the parameter
-    itself do not survive a shape change (they belong to the old accumulator). Where the swap is
-    impossible (a weak reference to the parameter, a ``Parameter`` subclass) the values are
-    replaced through ``.data`` as before. ``t``'s gradient is left to the caller.
+    When a parameter's shape changes, the Python object is kept (optimizers, hooks on the module
+    and user references stay valid) but it is given a fresh tensor underneath (the mechanism of
+    :func:`torch.utils.swap_tensors`): a graph built before the change and still alive (the
+    previous loss, a notebook's output history) keeps the old tensor and its gradient
+    accumulator, so the next forward builds a new accumulator of the new shape instead of
+    reusing the old one, on which the next backward would fail. Backpropagating through such an
+    old graph afterwards raises a clear error instead of accumulating a gradient of the old
+    shape. Gradient hooks registered on the parameter tensor itself do not survive a resize.
+    Where this is impossible (a weak reference to the parameter, a ``Parameter`` subclass,
+    torch < 2.3) the values are replaced through ``.data``. ``t``'s gradient is the caller's.
     """
-    if new.shape != t.shape and type(t) is nn.Parameter:
-        fresh = nn.Parameter(new, requires_grad=t.requires_grad)
-        fresh.__dict__.update(t.__dict__)
-        try:
-            torch.utils.swap_tensors(t, fresh)
-            return
-        except RuntimeError:
-            pass
+    if (new.shape != t.shape and type(t) is nn.Parameter and _SWAP_IMPL is not None
+            and not weakref.getweakrefs(t)):
+        if t.requires_grad and t._use_count() > 1:  # some graph holds t: mark it stale
+            torch.autograd.graph.get_gradient_edge(t).node.register_prehook(_stale_graph)
+        _SWAP_IMPL(t, nn.Parameter(new, requires_grad=t.requires_grad))
+        return
     t.data = new
 
 
@@ -260,6 +271,8 @@ class _Insert:
     n: int
     init: dict[str, Callable[[torch.Size], Tensor]] | None = None
     newborn: str = "population"
+    source: _Insert | None = None  # a mirrored step takes its initial values from this one
+    values: dict[int, Tensor] | None = None  # the initial values used, by axis index
 
 
 @dataclass
@@ -279,6 +292,38 @@ class _Assign:
 class _SetLength:
     activation: nn.Module
     value: float
+
+
+@dataclass
+class _Fold:
+    """A compensation computed from the space's block when the step runs (after the steps before
+    it), so a mirrored copy folds its own values: ``compute(layer)`` receives the block's
+    :class:`~isoplastic.core.model.HiddenLayer` and returns ``[(target, value)]`` with targets
+    tensors (assigned) or isotropic activations (their intrinsic length set)."""
+
+    space: HiddenSpace
+    compute: Callable[[Any], list[tuple[Any, Any]]]
+
+
+# Mirrors: block -> weak references to the blocks of copies that every change replays on.
+_MIRRORS: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[nn.Module]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def add_mirror(block: nn.Module, twin: nn.Module) -> None:
+    """Replay every change of ``block``'s spaces on ``twin`` (same architecture) from now on."""
+    _MIRRORS.setdefault(block, []).append(weakref.ref(twin))
+
+
+def remove_mirror(block: nn.Module, twin: nn.Module) -> None:
+    refs = _MIRRORS.get(block, [])
+    refs[:] = [r for r in refs if r() is not None and r() is not twin]
+
+
+def mirrors_of(block: nn.Module | None) -> list[nn.Module]:
+    if block is None:
+        return []
+    return [t for t in (r() for r in _MIRRORS.get(block, [])) if t is not None]
 
 
 def positive_int(n: object, op: str, what: str = "n") -> int:
@@ -411,6 +456,16 @@ class Change:
         self.steps.append(_Assign(target, value.detach()))
         return self
 
+    def fold(self, space: HiddenSpace, compute: Callable[[Any], list[tuple[Any, Any]]]
+             ) -> Change:
+        """Plan a compensation computed when it runs from ``space``'s block (see
+        :class:`_Fold`); ``space`` must belong to a block (``space.block``)."""
+        if space.block is None or space.index is None:
+            raise TopologyError(f"{self.op}: {space.name} belongs to no block; a compensation "
+                                "reads the block's hidden layer")
+        self.steps.append(_Fold(space, compute))
+        return self
+
     def set_length(self, activation: nn.Module, value: float) -> Change:
         """Plan setting the intrinsic length ``o`` of an isotropic activation."""
         value = float(value)
@@ -424,7 +479,7 @@ class Change:
     def spaces(self) -> list[HiddenSpace]:
         seen: dict[int, HiddenSpace] = {}
         for s in self.steps:
-            if isinstance(s, (_Rotate, _Insert, _Remove)):
+            if isinstance(s, (_Rotate, _Insert, _Remove, _Fold)):
                 seen.setdefault(id(s.space), s.space)
         return list(seen.values())
 
@@ -458,6 +513,15 @@ class Change:
         for space in self.spaces():
             if id(space) not in self._checked:
                 self.validate_space(space)
+        for s in self.steps:
+            if isinstance(s, _Fold):  # the tensors a compensation adds to must be finite too
+                layer = s.space.block.hidden_layer(s.space.index)
+                for t in (layer.next_psi, layer.next_bias):
+                    if t is not None and not all_finite(t):
+                        raise NonFiniteError(
+                            f"{self.op}: the ψ vector or bias after {s.space.name} holds NaN or "
+                            "Inf; a removal would fold into it. Restore the model from a "
+                            "checkpoint first")
         extra = [s.target for s in self.steps if isinstance(s, _Assign)]
         check_optimizer_matches(self.optimizer, self.params() + extra, self.op)
 
@@ -474,6 +538,14 @@ class Change:
                 elif isinstance(s, _SetLength):
                     for t in list(s.activation.parameters()) + list(s.activation.buffers()):
                         j.record(t, self.optimizer, copy=True)
+                elif isinstance(s, _Fold):
+                    layer = s.space.block.hidden_layer(s.space.index)
+                    for t in (layer.next_psi, layer.next_bias):
+                        if t is not None:
+                            j.record(t, self.optimizer)
+                    act = layer.activation
+                    for t in list(act.parameters()) + list(act.buffers()):
+                        j.record(t, self.optimizer, copy=True)
 
     def apply(self) -> None:
         """Validate, then run every step; on any failure restore everything and re-raise."""
@@ -482,31 +554,90 @@ class Change:
 
     def _apply(self) -> None:
         self.validate()
+        twins = self._mirrored()
+        for twin in twins:
+            twin.validate()
         journal = Journal()
         journals = [journal, *_open_journals()]
-        self._touch(journals)
+        for change in (self, *twins):
+            change._touch(journals)
         try:
-            for s in self.steps:
-                self._run(s)
-            for block in {id(sp.block): sp.block for sp in self.spaces() if sp.block is not None
-                          }.values():
-                block.check_invariants()
+            for change in (self, *twins):
+                for s in change.steps:
+                    change._run(s)
+            for change in (self, *twins):
+                for block in {id(sp.block): sp.block for sp in change.spaces()
+                              if sp.block is not None}.values():
+                    block.check_invariants()
         except BaseException:
             journal.rollback()
             raise
 
+    def _mirrored(self) -> list[Change]:
+        """The same change planned on every mirror of the touched blocks (see
+        :func:`~isoplastic.mirror`): the same rotations, insertions (with the same initial
+        values) and removals, and the compensations computed from each mirror's own tensors.
+        Assignments computed from this model's values (a full diagonalisation's exact zeros)
+        are not replayed: the mirror keeps its own rotated weight, which computes the same."""
+        by_twin: dict[int, Change] = {}
+        spaces: dict[tuple[int, int], HiddenSpace] = {}
+
+        def twin_space(twin: nn.Module, space: HiddenSpace) -> HiddenSpace:
+            key = (id(twin), id(space))
+            if key not in spaces:
+                if space.index is not None:
+                    spaces[key] = twin.hidden_space(space.index)
+                elif space.name == "input":
+                    spaces[key] = twin.input_space()
+                else:
+                    spaces[key] = twin.output_space()
+            return spaces[key]
+
+        for s in self.steps:
+            if not isinstance(s, (_Rotate, _Insert, _Remove, _Fold)):
+                continue
+            space = s.space
+            for twin in mirrors_of(space.block):
+                change = by_twin.setdefault(id(twin), Change(f"{self.op} (mirror)", None))
+                ts = twin_space(twin, space)
+                if isinstance(s, _Rotate):
+                    change.rotate(ts, s.r, check_orthogonal=False)
+                elif isinstance(s, _Insert):
+                    change.insert(ts, s.n, newborn=s.newborn)
+                    change.steps[-1].source = s
+                elif isinstance(s, _Remove):
+                    change.remove(ts, s.drop)
+                elif isinstance(s, _Fold):
+                    change.fold(ts, s.compute)
+        return list(by_twin.values())
+
     def _run(self, s: Any) -> None:
         if isinstance(s, _Rotate):
-            dtype = s.space.axes[0].param.dtype
-            s.space.apply_map(ostate.Rotation(s.r.to(dtype)), self.optimizer)
+            s.space.apply_map(ostate.Rotation(s.r), self.optimizer)
         elif isinstance(s, _Insert):
-            by_index = {}
-            for i, a in enumerate(s.space.axes):
-                if s.init and a.role in s.init:
-                    shape = list(a.param.shape)
-                    shape[a.dim] = s.n
-                    by_index[i] = s.init[a.role](torch.Size(shape))
+            if s.source is not None:
+                by_index = dict(s.source.values or {})
+            else:
+                by_index = {}
+                for i, a in enumerate(s.space.axes):
+                    if s.init and a.role in s.init:
+                        shape = list(a.param.shape)
+                        shape[a.dim] = s.n
+                        by_index[i] = s.init[a.role](torch.Size(shape))
+            s.values = by_index
             s.space.apply_map(ostate.Insertion(s.n, s.newborn), self.optimizer, by_index)
+        elif isinstance(s, _Fold):
+            for target, value in s.compute(s.space.block.hidden_layer(s.space.index)):
+                if isinstance(target, Tensor):
+                    if not all_finite(value):
+                        raise NonFiniteError(f"{self.op}: a compensation came out NaN or Inf "
+                                             "(overflow); nothing was changed")
+                    replace_values(target, value.to(dtype=target.dtype, device=target.device))
+                else:
+                    if not math.isfinite(float(value)):
+                        raise NonFiniteError(f"{self.op}: an intrinsic length came out {value} "
+                                             "(NaN or Inf); nothing was changed")
+                    target.o = float(value)
         elif isinstance(s, _Remove):
             s.space.apply_map(ostate.Removal(s.keep), self.optimizer)
         elif isinstance(s, _Assign):
@@ -532,6 +663,8 @@ class Change:
                 lines.append(f"  remove coordinates {s.drop} of {s.space.name}")
             elif isinstance(s, _Assign):
                 lines.append(f"  assign a tensor {tuple(s.target.shape)}")
+            elif isinstance(s, _Fold):
+                lines.append(f"  fold the removed coordinates into the tensors after {s.space.name}")
             else:
                 lines.append(f"  set intrinsic length to {s.value:.6g}")
             if isinstance(s, (_Rotate, _Insert, _Remove)):

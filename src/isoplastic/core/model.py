@@ -15,12 +15,14 @@ Every operation takes such a name, or an ``int`` for a bare block.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
 from ..errors import TopologyError
+from .change import add_mirror, remove_mirror
 from .space import HiddenSpace
 
 
@@ -113,12 +115,22 @@ class IsoplasticBlock(nn.Module, ABC):
 HiddenSpaceModel = IsoplasticBlock
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile`` wrapped (its spaces are the original's), else ``model``."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # loaded if anything was compiled
+    if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        return model._orig_mod
+    return model
+
+
 def blocks(model: nn.Module) -> dict[str, IsoplasticBlock]:
     """Every :class:`IsoplasticBlock` in ``model.named_modules()``, by qualified name
-    (``""`` for the model itself), in module order."""
+    (``""`` for the model itself), in module order. A ``torch.compile``'d model is read through
+    to the module it compiled (and recompiles after a change of shapes)."""
     if not isinstance(model, nn.Module):
         raise TopologyError(f"expected a torch.nn.Module holding isoplastic blocks; got "
                             f"{type(model).__name__}")
+    model = unwrap(model)
     return {name: m for name, m in model.named_modules() if isinstance(m, IsoplasticBlock)}
 
 
@@ -188,6 +200,7 @@ def resolve(model: object, key: int | str, op: str, lo: int = 0, hi: int | None 
                                 f"its hidden spaces are {names}")
         check_layer_index(block, int(idx), f"{op}({key!r})", lo, hi)
         return block, int(idx), key
+    model = unwrap(model)
     if isinstance(model, IsoplasticBlock):
         check_layer_index(model, key, op, lo, hi)
         return model, key, str(key)
@@ -201,3 +214,67 @@ def resolve(model: object, key: int | str, op: str, lo: int = 0, hi: int | None 
 def resolve_all(model: object, op: str) -> list[tuple[str, IsoplasticBlock]]:
     """``(prefix, block)`` for every block of ``model`` (``TopologyError`` if none)."""
     return list(require_blocks(model, op).items())
+
+
+@dataclass
+class MirrorHandle:
+    """Returned by :func:`mirror`; :meth:`remove` stops the mirroring."""
+
+    pairs: list[tuple[IsoplasticBlock, IsoplasticBlock]] = field(default_factory=list)
+
+    def remove(self) -> None:
+        for block, twin in self.pairs:
+            remove_mirror(block, twin)
+        self.pairs.clear()
+
+
+def mirror(model: nn.Module, *copies: nn.Module) -> MirrorHandle:
+    """Carry ``copies`` of ``model`` through every structural change made to ``model``.
+
+    An exponential moving average (``torch.optim.swa_utils.AveragedModel(model)``), a teacher,
+    or any list of modules of the same architecture: each change applied to one of ``model``'s
+    blocks, by any operation or policy, is replayed on the matching block of every copy (blocks
+    are matched in ``named_modules()`` order) in the same all-or-nothing change: the same
+    rotations, the same new neurons (same initial values), the same removed coordinates, and
+    each copy's own compensation (``o += Σb²``, ``ψ += W_D b*`` from its own weights). Each copy
+    keeps computing its own function: exactly where the change is exact for it (rotations,
+    growth), approximately where a removal drops coordinates that are silent in ``model`` but
+    not quite in the copy.
+
+    Returns a :class:`MirrorHandle`; ``handle.remove()`` ends the mirroring (it also ends when a
+    copy is garbage-collected).
+
+    Example:
+        >>> import torch, isoplastic as ip
+        >>> from torch.optim.swa_utils import AveragedModel
+        >>> net = ip.IsotropicMLP([4, 6, 3])
+        >>> ema = AveragedModel(net)
+        >>> handle = ip.mirror(net, ema)
+        >>> _ = ip.neurogenesis(net, 0, 2)
+        >>> ema.module.widths
+        [4, 8, 3]
+    """
+    mine = list(blocks(model).values())
+    if not mine:
+        require_blocks(model, "mirror")
+    handle = MirrorHandle()
+    for copy in copies:
+        theirs = list(blocks(copy).values())
+        layout = [(type(b).__name__, [b.hidden_space(k).size for k in range(b.n_hidden)])
+                  for b in mine]
+        other = [(type(b).__name__, [b.hidden_space(k).size for k in range(b.n_hidden)])
+                 for b in theirs]
+        if layout != other:
+            handle.remove()
+            raise TopologyError(
+                f"mirror: {type(copy).__name__} does not have {type(model).__name__}'s blocks "
+                f"(blocks and hidden widths {other} against {layout}); mirror a copy made with "
+                "copy.deepcopy(model) or AveragedModel(model)"
+            )
+        for block, twin in zip(mine, theirs, strict=True):
+            if twin is block:
+                handle.remove()
+                raise TopologyError("mirror: a model cannot mirror itself")
+            add_mirror(block, twin)
+            handle.pairs.append((block, twin))
+    return handle

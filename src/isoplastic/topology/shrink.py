@@ -39,6 +39,31 @@ from .record import StructuralChange
 CRITERIA = ("singular_value", "impact")
 
 
+def _compensation(drop: Tensor, mean_gain: float | None):
+    """The fold of a removal: ``o += Σ_{i∈D} b_i²`` and ``ψ_{k+1} += W_D b*`` (or, for ψ mode
+    ``"expectation"``, ``b_{k+1} += ḡ W_D b*``), read from the layer's tensors when the step runs
+    (after the rotation into the singular basis), so a mirrored copy folds its own values.
+    ``mean_gain`` stands in for a copy that has recorded none (an average model in eval mode)."""
+
+    def compute(layer) -> list[tuple[object, object]]:
+        b = layer.bias.detach()[drop]  # (n,)
+        w = layer.outgoing.detach()[:, drop]  # (n_next, n)
+        carried = decomposable(w) @ decomposable(b)  # (n_next,), float32 for half types
+        writes: list[tuple[object, object]] = []
+        act = layer.activation
+        if act.mode is not IntrinsicLength.NONE:
+            b64 = b.to(torch.float64)
+            writes.append((act, act.o + float((b64 * b64).sum())))
+        if layer.next_psi is not None:
+            writes.append((layer.next_psi, layer.next_psi.detach() + carried))
+        elif layer.fold_into_bias:
+            g = layer.mean_gain if layer.mean_gain is not None else mean_gain
+            writes.append((layer.next_bias, layer.next_bias.detach() + g * carried))
+        return writes
+
+    return compute
+
+
 @operation
 def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
                       optimizer: torch.optim.Optimizer | None = None, *,
@@ -153,7 +178,6 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
     psi_star = (rot.apply(psi_axes[0].param.detach(), 0, ostate.FIRST)[drop] if psi_axes
                 else b_star.new_zeros(0))
     w_star = out[:, drop]  # (n_next, n)
-    carried = decomposable(w_star) @ decomposable(b_star)  # (n_next,), float32 for half types
 
     act = layer.activation
     removed_s = strengths[drop].to(torch.float64)
@@ -174,14 +198,7 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
 
     if diagonalise:
         change.rotate(space, u, check_orthogonal=False)
-    if act.mode is not IntrinsicLength.NONE:
-        change.set_length(act, act.o + float((b64 * b64).sum()))
-    if layer.next_psi is not None:
-        change.assign(layer.next_psi, layer.next_psi.detach() + carried.to(layer.next_psi.dtype))
-    elif expectation:
-        nb = layer.next_bias.detach()
-        change.assign(layer.next_bias, nb + layer.mean_gain * carried.to(nb.dtype))
-    change.remove(space, drop).apply()
+    change.fold(space, _compensation(drop, layer.mean_gain)).remove(space, drop).apply()
 
     return StructuralChange(
         op=op, layer=k, n=n, width_before=width, width_after=width - n,
