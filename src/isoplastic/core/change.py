@@ -137,15 +137,25 @@ def check_optimizer_matches(optimizer: Optimizer | None, params: list[Tensor], o
 
 @contextlib.contextmanager
 def full_precision() -> Iterator[None]:
-    """No gradient recording and no autocast: decompositions, rotations and compensations run in
-    the tensors' own dtypes (low-precision ones are promoted where they are computed), whatever
-    the caller's ``torch.autocast`` region says."""
+    """No gradient recording, no autocast and no TF32: decompositions, rotations and
+    compensations run in the tensors' own dtypes (low-precision ones are promoted where they are
+    computed) at full float32 precision on GPUs too, whatever the caller's ``torch.autocast``
+    region or TF32 settings say (PyTorch enables TF32 for cuDNN convolutions by default). The
+    settings are restored on exit."""
+    matmul = torch.get_float32_matmul_precision()
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         for device in ("cpu", "cuda"):
             if device == "cpu" or torch.cuda.is_available():
                 stack.enter_context(torch.autocast(device_type=device, enabled=False))
-        yield
+        try:
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cudnn.allow_tf32 = False
+            yield
+        finally:
+            torch.set_float32_matmul_precision(matmul)
+            torch.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
 def operation(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -221,11 +221,12 @@ def random_isotropic_mlp(
 
 
 def silence_last_neuron(net: IsotropicMLP, k: int, row_scale: float = 0.0,
-                        bias: float = 0.7) -> None:
+                        bias: float = 0.7, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Prepare an exact-removal case in hidden layer ``k``: left-diagonalise it, scale its weakest
     row (``σ → row_scale·σ``), give that neuron bias ``bias`` and a zero ψ entry (and zero the ψ
-    entries of every zero row). This changes the function: take reference logits afterwards."""
-    left_diagonalise(net, k)
+    entries of every zero row). This changes the function: take reference logits afterwards.
+    ``optimizer`` (if the network has one with state) is transported by the diagonalisation."""
+    left_diagonalise(net, k, optimizer)
     with torch.no_grad():
         w = net.linears[k].weight
         w[-1] *= row_scale
