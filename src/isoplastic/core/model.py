@@ -194,7 +194,7 @@ def resolve(model: object, key: int | str, op: str, lo: int = 0, hi: int | None 
     if isinstance(key, str):
         prefix, _, idx = key.rpartition(".")
         block = found.get(prefix)
-        if block is None or not idx.isdigit() or int(idx) >= block.n_hidden:
+        if block is None or idx not in {str(k) for k in range(block.n_hidden)}:
             names = ", ".join(repr(n) for n in hidden_spaces(model)) or "none"  # type: ignore[arg-type]
             raise TopologyError(f"{op}: no hidden space named {key!r} in {type(model).__name__}; "
                                 f"its hidden spaces are {names}")
