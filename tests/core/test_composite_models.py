@@ -600,14 +600,10 @@ def test_a_training_loop_that_holds_its_last_loss_survives_a_shape_change(op):
         assert p.grad is None or p.grad.shape == p.shape
 
 
-# Library bug (reported to the lead): replace_values renews a resized parameter's autograd
-# identity with torch.utils.swap_tensors, which refuses while a graph still holds the parameter as
-# a saved tensor (a forward pass not yet backpropagated, or backward(retain_graph=True)); the
-# fallback ``t.data = new`` keeps the cached gradient accumulator with the old shape, and the next
-# backward raises "Function TransposeBackward0 returned an invalid gradient ... expected shape
-# compatible with [old shape]". Strict: remove the marker with the fix.
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="stale gradient accumulator when swap_tensors falls back (library bug)")
+# Regression (found by these tests, fixed on main in 6401232): replace_values used
+# torch.utils.swap_tensors, which refuses while a graph still holds the parameter as a saved
+# tensor; the fallback ``t.data = new`` kept the cached gradient accumulator with the old shape
+# and the next backward raised "Function TransposeBackward0 returned an invalid gradient".
 @pytest.mark.parametrize("alive", ["unbackpropagated_output", "retained_graph"])
 @pytest.mark.parametrize("op", ["neurogenesis", "neurodegeneration"])
 def test_a_shape_change_while_an_older_graph_still_holds_the_parameters(op, alive):

@@ -501,13 +501,14 @@ def test_journal_of_neurogenesis_keeps_only_the_touched_space(k):
 
 
 def test_journal_of_a_removal_adds_only_its_compensation_targets():
-    """Neurodegeneration in space 1 also writes ψ_1 (the next pre-activation's ψ) and the
-    intrinsic length of space 1 (copied: it is set in place, 8 bytes)."""
+    """Neurodegeneration in space 1 also records what its fold may write: ψ_1 and the next bias
+    (``linears[2].bias``, by reference; it is written only in ψ mode ``"expectation"``) and the
+    intrinsic length of space 1 (copied: it is set in place, 8 bytes); nothing else."""
     net = random_isotropic_mlp([32, 64, 64, 64, 64, 10], "trainable", "trainable", seed=1)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     fill_optimizer(net, opt, probe(net))
     log_o = net.activations[1].log_o
-    touched = ip.hidden_spaces(net)["1"].params() + [net.psi[1]]
+    touched = ip.hidden_spaces(net)["1"].params() + [net.psi[1], net.linears[2].bias]
     expected = storage_bytes(originals(touched, opt) + [log_o.grad]
                              + [v for v in opt.state[log_o].values()])
     with ip.transaction() as journal:
