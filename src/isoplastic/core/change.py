@@ -280,7 +280,7 @@ class _Insert:
     space: HiddenSpace
     n: int
     init: dict[str, Callable[[torch.Size], Tensor]] | None = None
-    newborn: str = "population"
+    newborn: str = "zero"
     source: _Insert | None = None  # a mirrored step takes its initial values from this one
     values: dict[int, Tensor] | None = None  # the initial values used, by axis index
 
@@ -423,13 +423,13 @@ class Change:
 
     def insert(self, space: HiddenSpace, n: int,
                init: dict[str, Callable[[torch.Size], Tensor]] | None = None, *,
-               newborn: str = "population") -> Change:
+               newborn: str = "zero") -> Change:
         """Plan appending ``n`` coordinates to ``space``.
 
         ``init`` maps an axis role (``"outgoing"``…) to a function of the new slice's shape (the
         tensor's shape with ``dim`` of size ``n``) returning its values; other axes get zeros.
-        Optimizer state: first moments zero, second moments by ``newborn`` (``"population"``:
-        the median of the existing coordinates; ``"zero"``), see
+        Optimizer state: first moments zero, second moments by ``newborn`` (``"zero"``, the
+        default; ``"population"``: the median of the existing coordinates), see
         :class:`~isoplastic.core.optim_state.Insertion`."""
         n = positive_int(n, self.op)
         if newborn not in ostate.NEWBORN_STATES:

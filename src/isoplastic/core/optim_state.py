@@ -166,17 +166,19 @@ class Insertion(CoordinateMap):
     Optimizer state of new coordinates: first moments are zero. Second moments (kind
     ``"second"``) depend on ``newborn``:
 
-    * ``"population"`` (default): the median of the existing coordinates' values along the same
+    * ``"population"``: the median of the existing coordinates' values along the same
       axis, per slice (``(n_out, n_in)`` weight growing rows: each new row gets, column by
       column, the median over the old rows). Adam divides by ``sqrt(v̂)``; with ``v = 0`` and the
       optimizer's global step ``t`` already large, a newborn's first update is
       ``(1−β₁)g/sqrt((1−β₂)g²) ≈ 3.2`` times a normal step (β = (0.9, 0.999)), and it stays
       oversized for hundreds of steps. Seeded from the population, its updates start below the
       existing entries' and grow with its first moment.
-    * ``"zero"``: zeros (the paper's code, and PyTorch's own initial state).
+    * ``"zero"`` (default): zeros (the paper's code, and PyTorch's own initial state). On the
+      embedded digits scaffold runs (3 seeds) ``"population"`` did not train better (mean test
+      accuracy 96.56 % against 96.75 %, one test sample apart), so it is not the default.
     """
 
-    def __init__(self, n: int, newborn: str = "population") -> None:
+    def __init__(self, n: int, newborn: str = "zero") -> None:
         if newborn not in NEWBORN_STATES:
             raise ValueError(f"newborn={newborn!r}; choose one of {NEWBORN_STATES}")
         self.n = n

@@ -26,7 +26,7 @@ from .record import StructuralChange
 def neurogenesis(net: nn.Module, k: int | str, n: int = 1,
                  optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                  generator: torch.Generator | None = None,
-                 diagonalise: bool = True, newborn: str = "population") -> StructuralChange:
+                 diagonalise: bool = True, newborn: str = "zero") -> StructuralChange:
     """Add ``n`` neurons to hidden layer ``k`` without changing the function.
 
     Args:
@@ -40,9 +40,9 @@ def neurogenesis(net: nn.Module, k: int | str, n: int = 1,
         generator: RNG for the outgoing weights.
         diagonalise: rotate into the left singular basis first (the paper's procedure; keeps
             neurons ordered by singular value). Exactness does not depend on it.
-        newborn: the new coordinates' second-moment optimizer state: ``"population"`` (the
-            median of the existing neurons', so their first Adam updates are not oversized) or
-            ``"zero"`` (the paper's); first moments start at zero either way.
+        newborn: the new coordinates' second-moment optimizer state: ``"zero"`` (default, the
+            paper's) or ``"population"`` (the median of the existing neurons', so their first
+            Adam updates are not oversized); first moments start at zero either way.
 
     Returns:
         a :class:`StructuralChange` record.

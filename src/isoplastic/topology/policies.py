@@ -95,7 +95,7 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
                generator: torch.Generator | None = None, max_passes: int = 4,
                layers: Sequence[int | str] | None = None, guard: Guard | None = None,
                refused: list[StructuralChange] | None = None,
-               newborn: str = "population") -> list[StructuralChange]:
+               newborn: str = "zero") -> list[StructuralChange]:
     """Keep ``scaffold`` neurons with strength ``≤ threshold`` in every hidden layer.
 
     Args:
@@ -373,7 +373,7 @@ class ScaffoldPolicy(AbstractPolicy):
     generator: torch.Generator | None = None
     guard: Guard | None = None
     refused: list[StructuralChange] = field(default_factory=list)
-    newborn: str = "population"
+    newborn: str = "zero"
 
     def __call__(self, net, optimizer, epoch):
         if (epoch + 1) % self.every:
@@ -397,7 +397,7 @@ class WidthSchedule(AbstractPolicy):
     generator: torch.Generator | None = None
     guard: Guard | None = None
     refused: list[StructuralChange] = field(default_factory=list)
-    newborn: str = "population"
+    newborn: str = "zero"
 
     def target(self, epoch: int) -> list[int]:
         return self.targets[min(epoch, len(self.targets) - 1)]
