@@ -17,6 +17,12 @@ Numerics: the gain is evaluated as a function of ``q = ρ²`` (see :mod:`.profil
 finite at ``z = 0`` (including ``o = 0``) and continuous across the switch. ``small_ball="paper"``
 instead reproduces the author's code: ``g = tanh(√|o|)/√|o|`` if ``|o| > 0.01`` else 1 inside the ball
 (a jump of about ``eps²/3`` at its edge).
+
+Compilation: nothing branches in Python on tensor values under ``torch.compile`` or
+``torch.export`` (one graph, no host synchronisation): the series, the closed form and the scaled
+radius for an overflowing ``‖z‖²`` are all evaluated and selected with ``torch.where`` on clamped
+operands, so every derivative stays finite. Eager mode reads ``min q, max q`` once per call to
+skip the branches a batch does not need (see :func:`_may_branch`); values are the same.
 """
 
 from __future__ import annotations
