@@ -78,7 +78,9 @@ class CallableProfile(AbstractRadialProfile):
         self.name = name
 
     def gain(self, q: Tensor, q_switch: float) -> Tensor:
-        r = torch.sqrt(torch.clamp(q, min=q_switch))
+        # clamped above too: at q = ∞ (an overflowed ‖z‖², replaced by the caller) s(r)/r could
+        # be ∞/∞, whose NaN derivative would survive torch.where's zero gradient
+        r = torch.sqrt(torch.clamp(q, min=q_switch, max=torch.finfo(q.dtype).max))
         return torch.where(q < q_switch, torch.full_like(q, self.slope_at_zero), self.s(r) / r)
 
     def gain_at_radius(self, rho: Tensor) -> Tensor:
@@ -102,30 +104,27 @@ _SERIES_SLOPE = tuple((i + 1) * c for i, c in enumerate(TanhProfile._SERIES[1:])
 def tanh_gain_fast(q: Tensor, q_switch: float) -> Tensor:
     """:meth:`TanhProfile.gain` without autograd bookkeeping, bit-identical in value.
 
-    When no entry of ``q`` lies in the small ball the clamp is the identity and the series is
-    never used, so ``tanh(√q)/√q`` is returned directly (no ``where``, no series temporaries).
+    Branch-free (no Python test of tensor values, so it traces under ``torch.compile``): the
+    series on ``min(q, q_switch)`` where ``q < q_switch``, ``tanh(ρ)/ρ`` with
+    ``ρ = √max(q, q_switch)`` elsewhere — the same clamped operands as :meth:`TanhProfile.gain`.
+    Callers that know no ``q`` lies in the small ball use ``tanh(√q)/√q`` directly.
     """
-    small = q < q_switch
-    if not bool(small.any()):
-        rho = torch.sqrt(q)
-        return torch.tanh(rho) / rho
     rho = torch.sqrt(torch.clamp(q, min=q_switch))
-    return torch.where(small, _horner(q, TanhProfile._SERIES), torch.tanh(rho) / rho)
+    series = _horner(torch.clamp(q, max=q_switch), TanhProfile._SERIES)
+    return torch.where(q < q_switch, series, torch.tanh(rho) / rho)
 
 
 def tanh_gain_slope(q: Tensor, q_switch: float) -> Tensor:
     """``dg/dq`` of :meth:`TanhProfile.gain`: ``(sech²√q − g)/(2q)`` outside, series inside.
 
     The same expression autograd evaluates through ``tanh(ρ)/ρ`` and ``ρ = √q`` (zero slope of
-    the closed form inside the ball, where the series takes over).
+    the closed form inside the ball, where the series takes over). Branch-free like
+    :func:`tanh_gain_fast`; finite for every ``q ≥ 0`` including ``q = ∞`` (slope 0 there).
     """
-    small = q < q_switch
     rho = torch.sqrt(torch.clamp(q, min=q_switch))
     t = torch.tanh(rho)
     closed = ((1.0 - t * t) / rho - t / rho / rho) / (2.0 * rho)
-    if not bool(small.any()):
-        return closed
-    return torch.where(small, _horner(q, _SERIES_SLOPE), closed)
+    return torch.where(q < q_switch, _horner(torch.clamp(q, max=q_switch), _SERIES_SLOPE), closed)
 
 
 def log1p_profile() -> CallableProfile:

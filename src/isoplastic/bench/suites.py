@@ -75,8 +75,8 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
                         seed: int = 0, log: Log = _quiet) -> dict:
     """Ratios isotropic / element-wise tanh: activation fwd+bwd, and a full AdamW step.
 
-    ``*_reference`` entries time the plain-autograd formula (``FUSED = False``) in the same
-    interleaved run, i.e. the implementation before the fused kernel.
+    ``*_reference`` entries time the plain-autograd formula (``fused_kernel(False)``) in the
+    same interleaved run, i.e. the implementation before the fused kernel.
     """
     torch.manual_seed(seed)
     rows = []
@@ -90,11 +90,8 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
 
             def iso_act(fused: bool, act=act, z=z, gz=gz) -> Callable[[], None]:
                 def f() -> None:
-                    _iso.FUSED = fused
-                    try:
+                    with _iso.fused_kernel(fused):
                         h, _ = act.forward_with_gain(z)
-                    finally:
-                        _iso.FUSED = True
                     h.backward(gz)
                     z.grad = None
                 return f
@@ -115,11 +112,8 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
             s_iso, s_ref, s_el = _step_fn(iso_net, x, y), _step_fn(ref_net, x, y), _step_fn(el_net, x, y)
 
             def ref_step(s_ref=s_ref) -> None:
-                _iso.FUSED = False
-                try:
+                with _iso.fused_kernel(False):
                     s_ref()
-                finally:
-                    _iso.FUSED = True
 
             # steps of ~1 ms are timed 5 at a time: a single one is at the timer's noise level
             ts = interleaved({"iso": s_iso, "iso_reference": ref_step, "tanh": s_el},

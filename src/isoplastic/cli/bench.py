@@ -225,7 +225,7 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
               "(forward + backward), and one full AdamW step (forward, cross-entropy + ψ "
               "penalty, backward, AdamW) of `IsotropicMLP` vs the same-shaped `ElementwiseMLP`, "
               "float32. In parentheses: the same with the activation as plain autograd "
-              "operators (`FUSED = False`), timed in the same run.", "",
+              "operators (`fused_kernel(False)`), timed in the same run.", "",
               "| size | batch | activation ratio (plain) | train-step ratio (plain) | "
               "iso step ms | tanh step ms |", "|---|---|---|---|---|---|"]
         for r in a["rows"]:
