@@ -27,3 +27,12 @@ def test_its_checks_pass_on_the_cpu(tmp_path):
     summary = json.loads(path.read_text())
     assert summary["all_exact"]
     assert all(err <= 1e-10 for err in summary["exactness_torch.float64"].values())
+
+
+def test_device_auto_picks_the_cpu_without_an_accelerator():
+    from isoplastic.train.distributed import DistContext
+    from isoplastic.train.trainer import resolve_device
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("an accelerator is present")
+    assert resolve_device("auto", DistContext()) == torch.device("cpu")

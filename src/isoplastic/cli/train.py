@@ -245,8 +245,9 @@ def resume_command(ctx: click.Context, run_dir: str | Path, epochs: int) -> str:
 @click.option("--n-test", type=click.IntRange(min=1), default=None,
               help="Use a seeded subset of this many test samples.")
 @click.option("--device", default=None,
-              help="Device of a single-process run: cpu (default), cuda, cuda:1, mps. Under "
-                   "torchrun the backend decides (nccl: cuda:LOCAL_RANK).")
+              help="Device of a single-process run: cpu (default), auto (CUDA, else MPS, else "
+                   "CPU), cuda, cuda:1, mps. Under torchrun the backend decides (nccl: "
+                   "cuda:LOCAL_RANK).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for PyTorch (0: PyTorch's default). Small networks run "
                    "fastest on one thread.")

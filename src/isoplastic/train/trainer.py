@@ -151,7 +151,8 @@ def prepare_data(config: TrainConfig) -> Dataset:
 
 
 def resolve_device(device: str | torch.device | None, dist: DistContext) -> torch.device:
-    """The training device: ``device`` (single process; default CPU) or the process group's.
+    """The training device: ``device`` (single process; default CPU; ``"auto"``: CUDA, else MPS,
+    else the CPU) or the process group's.
 
     Raises :class:`~isoplastic.train.config.ConfigError` for a device that does not exist here,
     or one that contradicts a multi-process run's device.
@@ -163,6 +164,12 @@ def resolve_device(device: str | torch.device | None, dist: DistContext) -> torc
                               "CUDA or gloo for the CPU instead of --device")
         return dist.device
     if device is None:
+        return torch.device("cpu")
+    if device == "auto":  # the first accelerator present, else the CPU
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
         return torch.device("cpu")
     try:
         dev = torch.device(device)
