@@ -218,3 +218,18 @@ def test_default_optimizer_comes_from_the_config(small_data):
     assert next(model.parameters()).dtype == torch.float64  # cast to config.dtype
     trainer.run()
     assert copy.deepcopy(trainer.metrics[-1]["spaces"]) == NAMES
+
+
+def test_library_records_keep_their_form(small_data):
+    """A bare IsotropicMLP is recorded as before the contract: widths[1:-1], spectra by layer
+    index, the ψ norm of its vectors, full widths in change records, no "spaces" key."""
+    result = fit(_config(widths=[20, 12], control=False, epochs=1), data=small_data,
+                 progress=False)
+    net, m = result.nets["adaptive"], result.metrics[-1]
+    assert "spaces" not in m
+    assert m["widths"] == net.widths[1:-1]
+    assert m["singular_values"] == [ip.singular_values(net, k).tolist()
+                                    for k in range(net.n_hidden)]
+    assert m["psi_norm"] == float(sum(p.detach().norm() for p in net.psi))
+    assert result.changes and all(c["widths"][0] == 64 and c["widths"][-1] == 10
+                                  and c["space"] == str(c["layer"]) for c in result.changes)
