@@ -73,14 +73,15 @@ except _metadata.PackageNotFoundError:  # run from a source tree that was never 
     __version__ = "0+unknown"
 
 
-def load(run_dir, arm: str = "adaptive", *, device="cpu", recompute: bool = False):
+def load(run_dir, arm: str = "adaptive", *, model=None, device="cpu", recompute: bool = False):
     """The trained model of an ``isoplastic train`` run, taking raw inputs in the data set's
     own units (the saved standardisation is applied inside), in eval mode.
 
     ``model = isoplastic.load("runs/demo"); logits = model(x_raw)``; ``model.predict(x_raw)``
-    gives labels and ``model.net`` the trained network. See
-    :func:`isoplastic.train.inference.load` for the arguments.
+    gives labels and ``model.net`` the trained network. A run that trained your own model
+    needs a freshly constructed instance of it: ``isoplastic.load(run_dir, model=MyModel())``.
+    See :func:`isoplastic.train.inference.load` for the arguments.
     """
     from .train.inference import load as _load  # the trainer is imported on demand
 
-    return _load(run_dir, arm, device=device, recompute=recompute)
+    return _load(run_dir, arm, model=model, device=device, recompute=recompute)

@@ -66,16 +66,40 @@ def initial_widths(config: dict) -> list[int] | None:
         list(config["widths"])
 
 
+def space_labels(metrics: list[dict]) -> list[str] | None:
+    """The hidden spaces' names of a run that trained a user's own model (its metrics records
+    carry ``"spaces"``); ``None`` for the library's networks (hidden layer ``0, 1, ...``)."""
+    return list(metrics[0]["spaces"]) if metrics and "spaces" in metrics[0] else None
+
+
+def widths_from_changes(metrics: list[dict], changes: list[dict]) -> list[int] | None:
+    """Hidden widths at epoch 0 of a user-model run: for each space, the ``width_before`` of its
+    first change (training does not change widths), else its width in the first record."""
+    names = space_labels(metrics)
+    if names is None:
+        return None
+    start = list(metrics[0]["widths"])
+    seen: set[str] = set()
+    for c in changes:
+        name = c.get("space")
+        if c.get("arm", "adaptive") == "adaptive" and name in names and name not in seen:
+            seen.add(name)
+            start[names.index(name)] = int(c["width_before"])
+    return start
+
+
 def _widths(plt, metrics: list[dict], out: Path, start: list[int] | None = None) -> None:
     """Step plot of every hidden width from epoch 0 (the initial widths) on; integer ticks."""
     epochs = [m["epoch"] for m in metrics]
     rows = [m["widths"] for m in metrics]
+    names = space_labels(metrics)
     if start is not None and metrics and len(start) == len(rows[0]):
         epochs, rows = [metrics[0]["epoch"] - 1, *epochs], [start, *rows]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     n_layers = len(rows[0]) if rows else 0
     for k in range(n_layers):
-        ax.step(epochs, [r[k] for r in rows], where="post", label=f"hidden {k}",
+        label = f"hidden {k}" if names is None else names[k]
+        ax.step(epochs, [r[k] for r in rows], where="post", label=label,
                 marker="." if len(rows) <= 40 else None)
     ax.set(xlabel="epoch (0: initial network)", ylabel="width (neurons)",
            title="Hidden widths (adaptive)")
@@ -105,6 +129,7 @@ def _spectra(plt, metrics: list[dict], out: Path) -> None:
     for ax in axes.flat[n_layers:]:
         ax.set_visible(False)
     first = metrics[0]["epoch"] if metrics else 1
+    names = space_labels(metrics)
     for k in range(n_layers):
         rows = [m["singular_values"][k] for m in metrics]
         width = max(len(r) for r in rows)
@@ -116,7 +141,8 @@ def _spectra(plt, metrics: list[dict], out: Path) -> None:
                        extent=(first - 0.5, first + len(rows) - 0.5, width - 0.5, -0.5),
                        cmap="viridis")
         fig.colorbar(im, ax=ax, label="singular value")
-        ax.set(xlabel="epoch", ylabel="neuron (by strength)", title=f"W_{k} (hidden {k})")
+        title = f"W_{k} (hidden {k})" if names is None else f"space {names[k]}"
+        ax.set(xlabel="epoch", ylabel="neuron (by strength)", title=title)
         _integer_axis(ax.xaxis)
         _integer_axis(ax.yaxis)
     fig.tight_layout()
@@ -150,6 +176,12 @@ def _zero_ticks(ax, zero: float, top: float) -> None:
         lambda v, pos: "0 (exact)" if math.isclose(v, zero, rel_tol=1e-9) else decade(v, pos)))
 
 
+def _where(change: dict) -> str:
+    """A change's hidden layer index, or its space's name inside a composite model."""
+    space, layer = change.get("space"), change.get("layer")
+    return str(layer) if space is None or space == str(layer) else str(space)
+
+
 def _changes(plt, changes: list[dict], out: Path) -> None:
     """eps_scaled of every change against its epoch (log scale; exact zeros on their own row);
     several changes of one epoch are spread across it, hidden layer k marked by its number."""
@@ -176,7 +208,7 @@ def _changes(plt, changes: list[dict], out: Path) -> None:
                    color="black", label="refused")
     if len(changes) <= 60:
         for x, v, c in zip(xs, values, changes):
-            ax.annotate(str(c["layer"]), (x, v or zero), textcoords="offset points",
+            ax.annotate(_where(c), (x, v or zero), textcoords="offset points",
                         xytext=(4, 2), fontsize=6, color="0.3")
     ax.set(yscale="log", xlabel="epoch (numbers: hidden layer)", ylabel="eps_scaled (%)",
            title="Function change per structural change (probe batch)")
@@ -203,8 +235,9 @@ def write_report(run_dir: str | Path) -> Path:
     plt = _pyplot()
     figures = {
         "accuracy_loss.png": ("Accuracy and loss", lambda p: _curves(plt, metrics, p)),
-        "widths.png": ("Hidden widths", lambda p: _widths(plt, metrics, p,
-                                                          initial_widths(config))),
+        "widths.png": ("Hidden widths", lambda p: _widths(
+            plt, metrics, p, initial_widths(config) if space_labels(metrics) is None
+            else widths_from_changes(metrics, changes))),
         "spectra.png": ("Singular-value spectra per epoch", lambda p: _spectra(plt, metrics, p)),
         "function_change.png": ("Function change per structural change",
                                 lambda p: _changes(plt, changes, p)),
@@ -260,12 +293,14 @@ def write_report(run_dir: str | Path) -> Path:
                   "| epoch | op | layer | n | widths after | eps_scaled (%) | KL | agreement "
                   "| predicted bound | predicted offset | wall (ms) | refused |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        user_model = space_labels(metrics) is not None  # change records hold hidden widths
         for c in changes:
             removal = c["op"] == "neurodegeneration"
             bound = _fmt(c.get("predicted_bound"), ".3g") if removal else ""
             offset = _fmt(c.get("predicted_offset"), ".3g") if removal else ""
-            lines.append(f"| {c['epoch']} | {c['op']} | {c['layer']} | {c['n']} | "
-                         f"{c['widths'][1:-1]} | {c['eps_scaled']:.3g} | {c['kl']:.3g} | "
+            hidden = c["widths"] if user_model else c["widths"][1:-1]
+            lines.append(f"| {c['epoch']} | {c['op']} | {_where(c)} | {c['n']} | "
+                         f"{hidden} | {c['eps_scaled']:.3g} | {c['kl']:.3g} | "
                          f"{c['agreement']:.3f} | {bound} | {offset} | "
                          f"{1000 * c['wall_time']:.1f} | {c['refused']} |")
         lines.append("")

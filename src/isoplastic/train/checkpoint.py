@@ -6,7 +6,9 @@ buffers (``model.<state-dict name>``) and its optimizer's state tensors
 input standardisation the networks were trained behind is ``preprocess.mean`` and
 ``preprocess.std`` (float64, described by the JSON entry ``"preprocess"``).
 ``checkpoint.json`` holds the architecture of each arm (``net.config()``, including the current
-widths), the optimizer's hyper-parameters and non-tensor state, the
+widths; for a user's own model, which no class name can rebuild, ``{"kind": "user"}`` with the
+width of every hidden space by name and the names of the parameters in each optimizer group),
+the optimizer's hyper-parameters and non-tensor state, the
 :class:`~isoplastic.train.config.TrainConfig`, the epoch, the RNG states, the change log, the
 metrics so far and the sha256 of the safetensors file, which is verified on load.
 
@@ -31,8 +33,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from ..core import optim_state as ostate
+from ..core.change import Change
+from ..core.model import hidden_spaces
 from ..data import Standardisation
 from ..errors import IsoplasticError, OptimizerStateError, UnsupportedOptimizerError
 from ..nn import IsotropicMLP
@@ -140,7 +145,7 @@ class Checkpoint:
 
     config: TrainConfig
     epoch: int
-    nets: dict[str, IsotropicMLP]
+    nets: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     meta: dict = field(default_factory=dict)
     preprocess: Standardisation | None | bool = False
@@ -158,14 +163,77 @@ def _prefix(arm: str) -> str:
     return "" if arm == "adaptive" else f"{arm}."
 
 
-def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer],
-                   extra_tensors: dict[str, torch.Tensor] | None = None
-                   ) -> tuple[bytes, dict[str, dict]]:
+#: ``architecture["kind"]`` of a user's own model (rebuilt from a model the caller constructs).
+USER_KIND = "user"
+
+
+def is_library_model(net: nn.Module) -> bool:
+    """Whether ``net`` is one of the library's networks, rebuilt from ``net.config()``."""
+    return isinstance(net, (IsotropicMLP, IsotropicCNN))
+
+
+def hidden_widths(net: nn.Module) -> list[int]:
+    """The width of every hidden space, in :func:`~isoplastic.hidden_spaces` order (for a
+    library network: ``net.widths[1:-1]``)."""
+    return [space.size for space in hidden_spaces(net).values()]
+
+
+def user_architecture(net: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """``checkpoint.json``'s description of a user's model: the class (informative), the width of
+    every hidden space by name, and the parameter names of every optimizer group (so that the
+    rebuilt optimizer holds the same parameters in the same groups and order).
+
+    Raises :class:`CheckpointError` when the optimizer holds a tensor that is not a parameter
+    of ``net``."""
+    names = {id(p): n for n, p in net.named_parameters()}
+    groups = []
+    for j, group in enumerate(optimizer.param_groups):
+        missing = [tuple(p.shape) for p in group["params"] if id(p) not in names]
+        if missing:
+            raise CheckpointError(
+                f"parameter group {j} of the {type(optimizer).__name__} holds tensors of shapes "
+                f"{missing} that are not parameters of the {type(net).__name__} model; build the "
+                "optimizer over model.parameters() only")
+        groups.append([names[id(p)] for p in group["params"]])
+    return {"kind": USER_KIND, "class": type(net).__qualname__,
+            "spaces": {name: space.size for name, space in hidden_spaces(net).items()},
+            "param_names": groups}
+
+
+def resize_to(net: nn.Module, widths: dict[str, int], what: str = "the model") -> None:
+    """Resize every hidden space of ``net`` to ``widths`` (``{name: width}``), in one
+    :class:`~isoplastic.core.Change`: zero coordinates appended, or the last ones removed. The
+    values are placeholders, meant to be overwritten (``load_state_dict``).
+
+    Raises :class:`CheckpointError` when ``net``'s hidden spaces are not exactly the names of
+    ``widths``, in that order (another block layout)."""
+    spaces = hidden_spaces(net)
+    if list(spaces) != list(widths):
+        raise CheckpointError(
+            f"{what}: the {type(net).__name__} given has hidden spaces {list(spaces)}, but the "
+            f"checkpoint was written for hidden spaces {list(widths)}; pass a freshly "
+            "constructed model of the same class, with the same blocks in the same places")
+    change = Change("resize to the checkpoint's widths")
+    for name, space in spaces.items():
+        n = int(widths[name]) - space.size
+        if n > 0:
+            change.insert(space, n)
+        elif n < 0:
+            change.remove(space, list(range(space.size + n, space.size)))
+    if change.steps:
+        change.apply()
+
+
+def serialise_arms(nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                   extra_tensors: dict[str, torch.Tensor] | None = None,
+                   user_info: dict | None = None) -> tuple[bytes, dict[str, dict]]:
     """(safetensors blob, per-arm JSON-able architecture + optimizer metadata) of the arms.
 
     Tensors are copied to the CPU; this is what :func:`save_checkpoint` writes and what a
     distributed run broadcasts from rank 0 (:mod:`isoplastic.train.distributed`).
-    ``extra_tensors`` (e.g. the input standardisation) are stored under their own names.
+    ``extra_tensors`` (e.g. the input standardisation) are stored under their own names. A user's
+    own model is described by :func:`user_architecture`, with ``user_info`` (JSON-able, e.g.
+    the input shape) added.
     """
     tensors: dict[str, torch.Tensor] = {k: v.detach().cpu().contiguous().clone()
                                         for k, v in (extra_tensors or {}).items()}
@@ -176,7 +244,11 @@ def serialise_arms(nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.op
             tensors[f"{pre}model.{name}"] = t.detach().cpu().contiguous().clone()
         opt_tensors, opt_meta = optimizer_tensors(optimizers[arm], pre)
         tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
-        arms[arm] = {"architecture": {"kind": net.kind, **net.config()}, "optimizer": opt_meta}
+        if is_library_model(net):
+            arch = {"kind": net.kind, **net.config()}
+        else:
+            arch = {**user_architecture(net, optimizers[arm]), **(user_info or {})}
+        arms[arm] = {"architecture": arch, "optimizer": opt_meta}
     return st_save(tensors, metadata={"format": "isoplastic-checkpoint"}), arms
 
 
@@ -214,10 +286,11 @@ def preprocess_from(meta: dict, tensors: dict[str, torch.Tensor], source: object
 
 
 def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
-                    nets: dict[str, IsotropicMLP], optimizers: dict[str, torch.optim.Optimizer],
+                    nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     *, changes: list[dict] | None = None, metrics: list[dict] | None = None,
                     extra: dict | None = None,
-                    preprocess: Standardisation | None | bool = False) -> Path:
+                    preprocess: Standardisation | None | bool = False,
+                    user_info: dict | None = None) -> Path:
     """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``run_dir`` atomically.
 
     ``preprocess``: the input :class:`~isoplastic.data.Standardisation` the networks were
@@ -227,7 +300,7 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pre_tensors, pre_meta = ({}, None) if preprocess is False else preprocess_entries(preprocess)
-    blob, arms = serialise_arms(nets, optimizers, pre_tensors)
+    blob, arms = serialise_arms(nets, optimizers, pre_tensors, user_info)
     meta = {
         "checkpoint_version": CHECKPOINT_VERSION,
         "epoch": int(epoch),
@@ -342,25 +415,80 @@ def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Opt
     return cls(net.parameters(), **kwargs)
 
 
+def user_models(arms: dict[str, dict], model: nn.Module | None, source: object = "checkpoint"
+                ) -> dict[str, nn.Module]:
+    """The fresh model of every arm that holds a user's own model: ``model`` itself for the
+    adaptive arm (or the first such arm), independent deep copies of it, taken before anything is
+    resized, for the others. Raises :class:`CheckpointError` when such an arm exists and
+    ``model`` is ``None``."""
+    import copy
+
+    user = [arm for arm, info in arms.items()
+            if info.get("architecture", {}).get("kind") == USER_KIND]
+    if not user:
+        if model is not None:
+            raise CheckpointError(
+                f"{source}: this run trained the library's network, which is rebuilt from the "
+                "checkpoint; model= is only for runs that trained your own model - drop it")
+        return {}
+    if model is None:
+        cls = arms[user[0]]["architecture"].get("class", "your model class")
+        raise CheckpointError(
+            f"{source}: this run trained your own model ({cls}), whose architecture cannot be "
+            "rebuilt from the checkpoint; pass a freshly constructed one, e.g. "
+            f"Trainer.from_checkpoint(run_dir, model={cls}(...)) or "
+            f"isoplastic.load(run_dir, model={cls}(...)); its hidden spaces are resized to the "
+            "saved widths and its tensors loaded")
+    first = "adaptive" if "adaptive" in user else user[0]
+    copies = {arm: copy.deepcopy(model) for arm in user if arm != first}
+    return {first: model, **copies}
+
+
 def rebuild_arms(arms: dict[str, dict], tensors: dict[str, torch.Tensor], config: TrainConfig,
-                 source: object = "checkpoint") -> tuple[dict[str, IsotropicMLP],
-                                                        dict[str, torch.optim.Optimizer]]:
-    """Networks (saved widths) and optimizers (saved state) from :func:`serialise_arms` output."""
+                 source: object = "checkpoint", models: dict[str, nn.Module] | None = None
+                 ) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer]]:
+    """Networks (saved widths) and optimizers (saved state) from :func:`serialise_arms` output.
+
+    A library network is rebuilt from its architecture; an arm holding a user's own model takes
+    the fresh model ``models[arm]`` (see :func:`user_models`), cast to the run's dtype, its hidden
+    spaces resized to the saved widths (:func:`resize_to`), and its state loaded."""
     dtype = getattr(torch, config.dtype)
-    nets: dict[str, IsotropicMLP] = {}
+    nets: dict[str, nn.Module] = {}
     optimizers: dict[str, torch.optim.Optimizer] = {}
     for arm, info in arms.items():
         pre = _prefix(arm)
-        net = build_net(info["architecture"]).to(dtype)
+        arch = info["architecture"]
+        if arch.get("kind") == USER_KIND:
+            if not models or arm not in models:
+                raise CheckpointError(f"{source}: arm {arm!r} holds a user's own model; pass a "
+                                      "freshly constructed one (model=...)")
+            net = models[arm].to(dtype)
+            resize_to(net, {str(k): int(v) for k, v in arch["spaces"].items()},
+                      f"{source}, arm {arm!r}")
+        else:
+            net = build_net(arch).to(dtype)
         lead = f"{pre}model."
         state = {k[len(lead):]: v for k, v in tensors.items() if k.startswith(lead)}
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
+            hint = ""
+            if arch.get("kind") == USER_KIND:
+                hint = (f"; the model given ({type(net).__name__}) differs from the one trained "
+                        f"({arch.get('class')}) beyond its hidden widths - construct it exactly "
+                        "as for the run")
             raise CheckpointError(f"{source}: model tensors of {arm!r} do not fit the saved "
-                                  f"architecture ({exc})") from exc
+                                  f"architecture ({exc}){hint}") from exc
+        params: list[torch.Tensor] | list[list[torch.Tensor]] = list(net.parameters())
+        if arch.get("kind") == USER_KIND:
+            named = dict(net.named_parameters())
+            missing = [n for g in arch["param_names"] for n in g if n not in named]
+            if missing:
+                raise CheckpointError(f"{source}: the optimizer of {arm!r} held parameters "
+                                      f"{missing} that the model given does not have")
+            params = [[named[n] for n in g] for g in arch["param_names"]]
         try:  # the class and hyper-parameters that were saved, whichever the run used
-            opt = ostate.optimizer_from_meta(list(net.parameters()), info["optimizer"])
+            opt = ostate.optimizer_from_meta(params, info["optimizer"])
         except (OptimizerStateError, UnsupportedOptimizerError) as exc:
             raise CheckpointError(f"{source}: optimizer of {arm!r}: {exc}") from exc
         load_optimizer_state(opt, tensors, info["optimizer"], pre)
@@ -369,14 +497,17 @@ def rebuild_arms(arms: dict[str, dict], tensors: dict[str, torch.Tensor], config
 
 
 def checkpoint_from(meta: dict, tensors: dict[str, torch.Tensor],
-                    source: object = "checkpoint") -> Checkpoint:
+                    source: object = "checkpoint", model: nn.Module | None = None) -> Checkpoint:
     """A :class:`Checkpoint` from already verified (metadata, tensors).
 
-    Any inconsistency between the metadata and the tensors is a :class:`CheckpointError`.
+    ``model``: a freshly constructed model, needed when the run trained a user's own model
+    (see :func:`user_models`). Any inconsistency between the metadata and the tensors is a
+    :class:`CheckpointError`.
     """
     try:
         config = TrainConfig.from_dict(meta["config"])
-        nets, optimizers = rebuild_arms(meta["arms"], tensors, config, source)
+        models = user_models(meta["arms"], model, source)
+        nets, optimizers = rebuild_arms(meta["arms"], tensors, config, source, models)
         epoch = int(meta["epoch"])
         if not isinstance(meta.get("rng"), dict):
             raise ValueError("the RNG states are missing")
@@ -391,7 +522,13 @@ def checkpoint_from(meta: dict, tensors: dict[str, torch.Tensor],
                       preprocess=preprocess)
 
 
-def load_checkpoint(run_dir: str | Path) -> Checkpoint:
-    """Rebuild the networks (saved widths) and optimizers (saved state) of a run directory."""
+def load_checkpoint(run_dir: str | Path, *, model: nn.Module | None = None) -> Checkpoint:
+    """Rebuild the networks (saved widths) and optimizers (saved state) of a run directory.
+
+    A run that trained a user's own model needs ``model``, a freshly constructed instance of it:
+    it becomes the adaptive arm (resized to the saved widths, state loaded; other arms get deep
+    copies taken first). Without it such a checkpoint is refused with a
+    :class:`CheckpointError` that says so.
+    """
     meta, tensors = read_checkpoint_files(run_dir)
-    return checkpoint_from(meta, tensors, run_dir)
+    return checkpoint_from(meta, tensors, run_dir, model)

@@ -104,14 +104,19 @@ class TrainedModel(nn.Module):
         return self(x).argmax(dim=1)
 
 
-def load(run_dir: str | Path, arm: str = "adaptive", *, device: str | torch.device = "cpu",
-         recompute: bool = False) -> TrainedModel:
+def load(run_dir: str | Path, arm: str = "adaptive", *, model: nn.Module | None = None,
+         device: str | torch.device = "cpu", recompute: bool = False) -> TrainedModel:
     """The trained model of an ``isoplastic train`` run, ready for raw inputs, in eval mode.
 
     Args:
         run_dir: the run directory (it holds ``checkpoint.safetensors`` and
             ``checkpoint.json``; loading never unpickles).
         arm: ``"adaptive"`` (default) or ``"control"`` (the fixed-topology twin).
+        model: for a run that trained your own model (``Trainer(config, model=...)``): a
+            freshly constructed instance of it (same class and block layout), whose hidden
+            spaces are resized to the saved widths and whose tensors are loaded; it becomes
+            ``.net``. Such a run cannot be loaded without it (its architecture cannot be
+            rebuilt from a class name): :class:`~isoplastic.train.CheckpointError` says so.
         device: where to put the model.
         recompute: for a checkpoint written before the statistics were saved (isoplastic
             0.1.0), recompute them by loading the run's data set again (same data set, seed
@@ -126,7 +131,7 @@ def load(run_dir: str | Path, arm: str = "adaptive", *, device: str | torch.devi
         >>> model = isoplastic.load("runs/demo")        # doctest: +SKIP
         >>> model.predict(x_raw)                        # doctest: +SKIP
     """
-    ckpt = load_checkpoint(run_dir)
+    ckpt = load_checkpoint(run_dir, model=model)
     if arm not in ckpt.nets:
         raise CheckpointError(f"{run_dir}: no arm {arm!r}; this run has "
                               f"{', '.join(map(repr, ckpt.nets))}")
@@ -146,7 +151,10 @@ def load(run_dir: str | Path, arm: str = "adaptive", *, device: str | torch.devi
     net = ckpt.nets[arm]
     flatten = ckpt.config.model == "mlp"
     input_shape = None
-    if stats is None:  # trained on inputs given as they were
+    arch = ckpt.meta["arms"][arm]["architecture"]
+    if stats is None and "input_shape" in arch:  # a user's model: the shape it was trained on
+        input_shape = tuple(int(s) for s in arch["input_shape"])
+    elif stats is None:  # trained on inputs given as they were
         input_shape = (int(net.widths[0]),) if flatten else tuple(net.config()["in_shape"])
     model = TrainedModel(net, stats, flatten=flatten, input_shape=input_shape)
     return model.to(device).eval()

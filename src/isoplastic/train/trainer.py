@@ -5,13 +5,20 @@ completed-epoch count, ``inspect``, the report and the console): the record of e
 the metrics after ``e`` epochs, and a change logged at epoch ``e`` was made after the training
 pass of epoch ``e``, before its evaluation.
 
-Each epoch: one pass over the shuffled training set (cross-entropy + ``net.psi_penalty()``,
-AdamW), then the topology policy (after the training epoch, before evaluation), then evaluation
-on the test set. Every individual structural change is measured on a fixed held-out probe batch
+Each epoch: one pass over the shuffled training set (cross-entropy + the ψ penalty of every
+isoplastic block, :func:`psi_penalty`; AdamW by default), then the topology policy (after the
+training epoch, before evaluation), then evaluation on the test set. Every individual
+structural change is measured on a fixed held-out probe batch
 (:func:`isoplastic.function_change`) and logged with the widths after it and its wall time; with a
 ``tolerance`` a change whose ``eps_scaled`` exceeds it is rolled back (model and optimizer
 exactly) and logged as refused. With ``control=True`` a fixed-topology twin starts from the same
 initial weights and sees the same batches.
+
+The network is the configured :class:`~isoplastic.IsotropicMLP` or
+:class:`~isoplastic.IsotropicCNN`, or the user's own ``nn.Module`` holding isoplastic blocks
+(``Trainer(config, model=..., optimizer=...)``). Everything recorded goes through the model
+contract: widths and spectra per hidden space in :func:`~isoplastic.hidden_spaces` order,
+change records with the space's name.
 
 Determinism: the shuffle order of epoch ``e`` comes from a generator seeded with ``(seed, e)``,
 the outgoing weights of neurons grown after epoch ``e`` from another generator seeded with
@@ -44,11 +51,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..core import optim_state as ostate
+from ..core.model import blocks, hidden_spaces, require_blocks
 from ..core.optim_state import move_state
 from ..data import DataError, Dataset, load_dataset
 from ..errors import IsoplasticError
 from ..nn import IsotropicMLP
+from ..nn.chain import AffineChain
 from ..nn.conv import IsotropicCNN
 from ..ops.diagonalise import singular_values
 from ..topology.policies import (
@@ -63,6 +74,8 @@ from ..verify import compare_logits
 from .checkpoint import (
     atomic_write,
     checkpoint_from,
+    hidden_widths,
+    is_library_model,
     load_checkpoint,
     make_optimizer,
     read_checkpoint_files,
@@ -236,9 +249,50 @@ def logits_of(net: torch.nn.Module, x: torch.Tensor, batch: int = 4096) -> torch
         net.train(was)
 
 
-def spectra(net: IsotropicMLP) -> list[list[float]]:
-    """Neuron strengths (singular values of ``W_k``) of every hidden layer."""
-    return [singular_values(net, k).tolist() for k in range(net.n_hidden)]
+def named_spectra(net: nn.Module) -> dict[str, list[float]]:
+    """Neuron strengths (singular values of the incoming weight) of every hidden space, by its
+    :func:`~isoplastic.hidden_spaces` name."""
+    return {name: singular_values(net, name).tolist() for name in hidden_spaces(net)}
+
+
+def spectra(net: nn.Module) -> list[list[float]]:
+    """Neuron strengths of every hidden space, in :func:`~isoplastic.hidden_spaces` order (for a
+    library network: hidden layer ``0, 1, ...``)."""
+    return list(named_spectra(net).values())
+
+
+def psi_penalty(net: nn.Module) -> torch.Tensor | None:
+    """Sum of ``psi_penalty()`` over every affine-chain block of ``net`` (the MLP and CNN
+    blocks; ``λ Σ‖ψ‖²`` for ``psi="trainable+decay"``, else 0); ``None`` when ``net`` holds
+    none. For a bare block this is exactly ``net.psi_penalty()``."""
+    total: torch.Tensor | None = None
+    for block in blocks(net).values():
+        if isinstance(block, AffineChain):
+            pen = block.psi_penalty()
+            total = pen if total is None else total + pen
+    return total
+
+
+def _with_penalty(loss: torch.Tensor, net: nn.Module) -> torch.Tensor:
+    pen = psi_penalty(net)
+    return loss if pen is None else loss + pen
+
+
+def psi_norm(net: nn.Module) -> float | None:
+    """``Σ‖ψ‖`` over every ψ vector of every affine-chain block; ``None`` when there are none."""
+    psis = [p for block in blocks(net).values() if isinstance(block, AffineChain)
+            and block.psi_mode.has_vectors for p in block.psi]
+    return float(sum(p.detach().norm() for p in psis)) if psis else None
+
+
+def _space_widths(net: nn.Module) -> dict[str, int]:
+    return {name: space.size for name, space in hidden_spaces(net).items()}
+
+
+def record_widths(net: nn.Module) -> list[int]:
+    """The widths a change record lists: a library network's ``widths`` (input, hidden...,
+    output, as before), otherwise every hidden space's width (:func:`hidden_widths`)."""
+    return list(net.widths) if is_library_model(net) else hidden_widths(net)
 
 
 @dataclass
@@ -246,7 +300,7 @@ class Arm:
     """One trained network: the adaptive one or its fixed-topology control."""
 
     name: str
-    net: IsotropicMLP
+    net: nn.Module
     optimizer: torch.optim.Optimizer
     policy: AbstractPolicy
 
@@ -267,7 +321,7 @@ class RunResult:
     config: TrainConfig
     metrics: list[dict]
     changes: list[dict]
-    nets: dict[str, IsotropicMLP]
+    nets: dict[str, nn.Module]
     run_dir: Path | None = None
     wall_time: float = 0.0
     report: Path | None = None
@@ -294,6 +348,39 @@ class RunResult:
         }
 
 
+def user_model_ddp_message() -> str:
+    return ("training your own model under torchrun is not supported yet: after each adaptation "
+            "rank 0 broadcasts the arms and the other ranks rebuild them from their "
+            "architecture, which only the library's networks (config.model 'mlp' or 'cnn') "
+            "can be rebuilt from; train your model in a single process, or use the configured "
+            "network under torchrun")
+
+
+def check_user_model(model: object, optimizer: torch.optim.Optimizer | None) -> None:
+    """Refuse a ``model`` without isoplastic blocks, or an ``optimizer`` isoplastic cannot
+    transport or that holds tensors that are not parameters of ``model`` (typed errors naming
+    the fix)."""
+    require_blocks(model, "Trainer(model=...)")
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"Trainer: optimizer= must be a torch.optim.Optimizer over "
+                          f"model.parameters(); got {type(optimizer).__name__}")
+    if type(optimizer) not in ostate.SUPPORTED_OPTIMIZERS:
+        names = ", ".join(c.__name__ for c in ostate.SUPPORTED_OPTIMIZERS)
+        raise ConfigError(f"Trainer: the optimizer's state must move with every structural "
+                          f"change and be checkpointed, which isoplastic supports for {names}; "
+                          f"got {type(optimizer).__name__} (isoplastic.register_optimizer adds "
+                          "a class)")
+    own = {id(p) for p in model.parameters()}  # type: ignore[union-attr]
+    stray = [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]
+             if id(p) not in own]
+    if stray:
+        raise ConfigError(f"Trainer: the optimizer holds {len(stray)} tensor(s) (shapes "
+                          f"{stray[:4]}) that are not parameters of the model; build it over "
+                          "model.parameters()")
+
+
 def make_policy(config: TrainConfig) -> AbstractPolicy:
     if config.adapt == "scaffold":
         return ScaffoldPolicy(config.scaffold, config.threshold, init_scale=config.init_scale)
@@ -307,6 +394,19 @@ class Trainer:
 
     Args:
         config: the run configuration.
+        model: your own ``nn.Module`` holding isoplastic blocks (default: the network
+            ``config`` describes, :func:`build_model`). It is trained in place, cast to
+            ``config.dtype``; ``config.model`` then only says how the data are prepared
+            (``"mlp"``: flattened; ``"cnn"``: images), and the blocks keep their own ψ modes and
+            intrinsic lengths. The control arm is a deep copy of it (with a deep copy of
+            ``optimizer``). Checkpoints hold its tensors and the width of every hidden space;
+            resume with ``Trainer.from_checkpoint(run_dir, model=<a fresh instance>)``. Not
+            supported under ``torchrun`` yet (:class:`~isoplastic.train.ConfigError`).
+        optimizer: the optimizer of ``model`` (only with ``model``; default:
+            :func:`~isoplastic.train.checkpoint.make_optimizer` of ``config`` over
+            ``model.parameters()``). Its class must be one whose state isoplastic transports
+            (:data:`isoplastic.core.optim_state.SUPPORTED_OPTIMIZERS`) and it may hold only
+            parameters of ``model``.
         data: an already prepared (flat, standardised) :class:`~isoplastic.data.Dataset`;
             default: :func:`prepare_data` of ``config``. Its ``standardisation`` (if any) is
             saved with the checkpoint; without one, :func:`isoplastic.load` returns a model
@@ -327,19 +427,30 @@ class Trainer:
     Example:
         >>> t = Trainer(TrainConfig(epochs=2, widths=[16], n_train=200, control=False), progress=False)
         >>> result = t.run()                                   # doctest: +SKIP
+        >>> t = Trainer(TrainConfig(epochs=5), model=my_model, optimizer=my_opt)  # doctest: +SKIP
     """
 
-    def __init__(self, config: TrainConfig, *, data: Dataset | None = None,
+    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, data: Dataset | None = None,
                  progress: bool | None = None, out: str | Path | None = None,
                  dist: DistContext | None = None, device: str | torch.device | None = None,
                  overwrite: bool = False, callbacks: Sequence[object] = (),
-                 _arms: dict[str, tuple[IsotropicMLP, torch.optim.Optimizer]] | None = None,
+                 _arms: dict[str, tuple[nn.Module, torch.optim.Optimizer]] | None = None,
                  _preprocess: object = False) -> None:
         self.config = config
         self.dist = dist if dist is not None else DistContext()
         self.device = resolve_device(device, self.dist)
         self.dtype = getattr(torch, config.dtype)
         self.callbacks = list(callbacks)
+        if optimizer is not None and model is None:
+            raise ConfigError("Trainer: optimizer= is the optimizer of your own model; pass "
+                              "model= too (the configured network gets its optimizer from "
+                              "config.optimizer)")
+        if model is not None:
+            check_user_model(model, optimizer)
+        if self.dist.enabled and (model is not None or any(
+                not is_library_model(net) for net, _ in (_arms or {}).values())):
+            raise ConfigError(user_model_ddp_message())
         out = config.out if out is None else out
         self.run_dir = None if out is None else Path(out)
         if _arms is None and self.run_dir is not None and self.dist.is_main:
@@ -360,7 +471,15 @@ class Trainer:
         self.metrics: list[dict] = []
         self.changes: list[dict] = []
         self.arms: dict[str, Arm] = {}
-        if _arms is None:
+        if _arms is None and model is not None:
+            model.to(self.dtype)  # in place: the optimizer keeps its parameters
+            opt = optimizer if optimizer is not None else make_optimizer(model, config)
+            _arms = {"adaptive": (model, opt)}
+            if config.control:
+                # one deepcopy of both: the twin optimizer holds the twin's parameters in the same
+                # groups, with the same hyper-parameters (and any state, copied)
+                _arms["control"] = copy.deepcopy((model, opt))
+        elif _arms is None:
             net = build_model(config, self.data).to(self.dtype)
             _arms = {"adaptive": (net, make_optimizer(net, config))}
             if config.control:
@@ -386,7 +505,8 @@ class Trainer:
 
     # -- construction from a checkpoint -------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, run_dir: str | Path, *, data: Dataset | None = None,
+    def from_checkpoint(cls, run_dir: str | Path, *, model: nn.Module | None = None,
+                        data: Dataset | None = None,
                         progress: bool | None = None, epochs: int | None = None,
                         dist: DistContext | None = None, device: str | torch.device | None = None,
                         callbacks: Sequence[object] = ()) -> Trainer:
@@ -395,14 +515,22 @@ class Trainer:
         ``epochs`` is the run's new *total* number of epochs (as in the configuration), not a
         number of further epochs; it may not be below the epochs already completed.
 
+        A run that trained your own model needs ``model``: a freshly constructed instance of
+        the same class and block layout. Its hidden spaces are resized to the saved widths, its
+        parameters, buffers and the optimizer state are loaded (the optimizer is rebuilt with
+        the saved class, groups and hyper-parameters: ``trainer.optimizer``), and it becomes the
+        adaptive arm; another layout is refused (:class:`~isoplastic.train.CheckpointError`).
+
         In a multi-process run only rank 0 reads ``run_dir`` and broadcasts the verified
         checkpoint (no shared file system needed); the number of processes may differ from the
         run that wrote it.
         """
         if dist is not None and dist.enabled:
+            if model is not None:
+                raise ConfigError(user_model_ddp_message())
             ckpt = _broadcast_checkpoint(run_dir, dist)
         else:
-            ckpt = load_checkpoint(run_dir)
+            ckpt = load_checkpoint(run_dir, model=model)
         config = ckpt.config
         if epochs is not None:
             if int(epochs) < ckpt.epoch:
@@ -422,7 +550,13 @@ class Trainer:
         return trainer
 
     @property
-    def net(self) -> IsotropicMLP:
+    def net(self) -> nn.Module:
+        """The adaptive arm's network (your model, when one was given)."""
+        return self.arms["adaptive"].net
+
+    @property
+    def model(self) -> nn.Module:
+        """The adaptive arm's network (the same as :attr:`net`)."""
         return self.arms["adaptive"].net
 
     @property
@@ -465,7 +599,7 @@ class Trainer:
                         xb, yb = self.x_train[idx], self.y_train[idx]
                         out = model(xb)
                         ce_sum = F.cross_entropy(out, yb, reduction="sum")
-                        loss = ce_sum * scale + net.psi_penalty()
+                        loss = _with_penalty(ce_sum * scale, net)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
@@ -474,7 +608,7 @@ class Trainer:
                         xb, yb = self.x_train[idx], self.y_train[idx]
                         out = net(xb)
                         ce = F.cross_entropy(out, yb)
-                        loss = ce + net.psi_penalty()
+                        loss = _with_penalty(ce, net)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
@@ -499,17 +633,24 @@ class Trainer:
 
         ``epoch`` is the 0-based index the policies take; the record says ``epoch + 1``.
         """
-        state = {"before": logits_of(arm.net, self.probe), "t0": time.perf_counter()}
+        state = {"before": logits_of(arm.net, self.probe), "t0": time.perf_counter(),
+                 "widths": _space_widths(arm.net)}
         tol = self.config.tolerance
 
         def guard(change: StructuralChange) -> None:
             wall = time.perf_counter() - state["t0"]
             after = logits_of(arm.net, self.probe)
+            widths = _space_widths(arm.net)
+            # the space that changed, by its name in the whole model (a policy may hand the
+            # guard a record named inside its block; exactly one space changes per record)
+            moved = [n for n, w in widths.items() if state["widths"].get(n) != w]
+            if len(moved) == 1:
+                change.space = moved[0]
             fc = compare_logits(state["before"], after)
             record = {
                 "epoch": epoch + 1, "arm": arm.name, "op": change.op, "layer": change.layer,
-                "n": change.n, "width_before": change.width_before,
-                "width_after": change.width_after, "widths": list(arm.net.widths),
+                "space": change.space, "n": change.n, "width_before": change.width_before,
+                "width_after": change.width_after, "widths": record_widths(arm.net),
                 **fc.as_dict(), "wall_time": wall,
                 "removed_singular_values": list(change.removed_singular_values),
                 "predicted_bound": change.predicted_bound,
@@ -520,12 +661,15 @@ class Trainer:
                 self.changes.append(record)
                 self._emit("on_change", record)
                 state["t0"] = time.perf_counter()
-                raise ChangeRefused(f"{change.op} of {change.n} neuron(s) in hidden layer "
-                                    f"{change.layer}: eps_scaled {fc.eps_scaled:.3g}% > "
-                                    f"tolerance {tol}%", change=change, info=record)
+                where = (f"hidden layer {change.layer}" if is_library_model(arm.net)
+                         else f"hidden space {change.space!r}")
+                raise ChangeRefused(f"{change.op} of {change.n} neuron(s) in {where}: "
+                                    f"eps_scaled {fc.eps_scaled:.3g}% > tolerance {tol}%",
+                                    change=change, info=record)
             self.changes.append(record)
             self._emit("on_change", record)
             state["before"] = after
+            state["widths"] = widths
             state["t0"] = time.perf_counter()
 
         return guard
@@ -609,7 +753,7 @@ class Trainer:
         """Raise unless every rank holds bit-identical arms (sha256, all-gathered)."""
         digest = state_digest({n: a.net for n, a in self.arms.items()},
                               {n: a.optimizer for n, a in self.arms.items()})
-        widths = [w for a in self.arms.values() for w in a.net.widths]
+        widths = [w for a in self.arms.values() for w in record_widths(a.net)]
         self.dist.verify_identical(digest, widths, what)
 
     @torch.no_grad()
@@ -627,10 +771,14 @@ class Trainer:
         new = self.adapt(e)
         record: dict = {}
         for arm in self.arms.values():
-            rec = {**stats[arm.name], **self.evaluate(arm), "widths": arm.net.widths[1:-1],
-                   "singular_values": spectra(arm.net)}
-            if arm.net.psi_mode.has_vectors:
-                rec["psi_norm"] = float(sum(p.detach().norm() for p in arm.net.psi))
+            named = named_spectra(arm.net)
+            rec = {**stats[arm.name], **self.evaluate(arm), "widths": hidden_widths(arm.net),
+                   "singular_values": list(named.values())}
+            if not is_library_model(arm.net):  # the space names, in the order of the lists
+                rec["spaces"] = list(named)
+            norm = psi_norm(arm.net)
+            if norm is not None:
+                rec["psi_norm"] = norm
             if arm.name == "adaptive":
                 record = {"epoch": e + 1, **rec, "n_changes": sum(not c["refused"] for c in new),
                           "n_refused": sum(c["refused"] for c in new)}
@@ -677,7 +825,8 @@ class Trainer:
                         {n: a.optimizer for n, a in self.arms.items()},
                         changes=self.changes, metrics=self.metrics,
                         extra={"world_size": self.dist.world_size, "backend": self.dist.backend}
-                        if self.dist.enabled else None, preprocess=self.preprocess)
+                        if self.dist.enabled else None, preprocess=self.preprocess,
+                        user_info={"input_shape": list(self.x_train.shape[1:])})
 
     def run(self, until: int | None = None) -> RunResult:
         """Train until ``until`` (default ``config.epochs``) epochs are complete."""
@@ -714,7 +863,9 @@ class Trainer:
                          {n: a.net for n, a in self.arms.items()}, self.run_dir, wall_time)
 
 
-def fit(config: TrainConfig | None, *, data: Dataset | None = None, progress: bool | None = None,
+def fit(config: TrainConfig | None, *, model: nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None, data: Dataset | None = None,
+        progress: bool | None = None,
         resume: str | Path | None = None, report: bool = True,
         dist: DistContext | None = None, device: str | torch.device | None = None,
         overwrite: bool = False, callbacks: Sequence[object] = ()) -> RunResult:
@@ -724,17 +875,23 @@ def fit(config: TrainConfig | None, *, data: Dataset | None = None, progress: bo
     there every epoch and, with ``report=True``, ``report.md`` and its plots at the end. A new
     run refuses a directory that already holds a run unless ``overwrite`` (:class:`RunDirError`).
     With ``resume``, ``config.epochs`` (if a config is given) is the new total.
+
+    ``model``/``optimizer``: train your own model (see :class:`Trainer`); with ``resume``,
+    ``model`` is a freshly constructed instance that the saved run is loaded into.
     """
     if config is None and resume is None:
         raise ValueError("fit: pass a TrainConfig, or resume=RUN_DIR to continue a run")
     if resume is not None:
-        trainer = Trainer.from_checkpoint(resume, data=data, progress=progress,
+        if optimizer is not None:
+            raise ConfigError("fit(resume=...): the optimizer is rebuilt from the checkpoint; "
+                              "pass model= only")
+        trainer = Trainer.from_checkpoint(resume, model=model, data=data, progress=progress,
                                           epochs=None if config is None else config.epochs,
                                           dist=dist, device=device, callbacks=callbacks)
     else:
         assert config is not None
-        trainer = Trainer(config, data=data, progress=progress, dist=dist, device=device,
-                          overwrite=overwrite, callbacks=callbacks)
+        trainer = Trainer(config, model=model, optimizer=optimizer, data=data, progress=progress,
+                          dist=dist, device=device, overwrite=overwrite, callbacks=callbacks)
     result = trainer.run()
     if report and trainer.run_dir is not None and trainer.dist.is_main:
         from ..plot.report import write_report
@@ -770,5 +927,6 @@ def _broadcast_checkpoint(run_dir: str | Path, dist: DistContext):
 
 
 __all__ = ["RUN_FILES", "Arm", "RunDirError", "RunResult", "Trainer", "build_model",
-           "check_run_dir", "check_splits", "derive_seed", "fit", "make_policy", "prepare_data",
-           "resolve_device", "spectra"]
+           "check_run_dir", "check_splits", "check_user_model", "derive_seed", "fit",
+           "make_policy", "named_spectra", "prepare_data", "psi_norm", "psi_penalty",
+           "record_widths", "resolve_device", "spectra"]
