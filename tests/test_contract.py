@@ -105,3 +105,20 @@ def test_parameter_order_is_layers_activations_psi():
                      "activations.1.log_o", "psi.0", "psi.1"]
     cnn = ip.IsotropicCNN((1, 4, 4), [2], head=[3], psi="trainable")
     assert [n for n, _ in cnn.named_parameters()][-2:] == ["psi.0", "psi.1"]
+
+
+def test_neuroadapt_guard_sees_the_full_space_name_on_composite_models():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), ip.IsotropicMLP([5, 9, 4]),
+                                ip.IsotropicMLP([4, 7, 3]))
+    seen: list[str | None] = []
+    refused: list = []
+
+    def guard(change):
+        seen.append(change.space)
+        if change.space == "1.0":
+            raise ip.ChangeRefused("no", change=change)
+
+    applied = ip.neuroadapt(model, scaffold=1, threshold=0.5, guard=guard, refused=refused)
+    assert set(seen) <= set(ip.hidden_spaces(model)) and "1.0" in seen and "2.0" in seen
+    assert [c.space for c in refused] == ["1.0"]
+    assert all(c.space == "2.0" for c in applied)

@@ -90,6 +90,17 @@ def _guarded(guard: Guard | None, apply: Callable[[], StructuralChange | None],
 
 
 @operation
+def _named(apply: Callable[[], StructuralChange | None], name: str
+           ) -> Callable[[], StructuralChange | None]:
+    """``apply`` whose record carries the space's full name (the guard sees it too)."""
+    def run() -> StructuralChange | None:
+        change = apply()
+        if change is not None:
+            change.space = name
+        return change
+    return run
+
+
 def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
                optimizer: torch.optim.Optimizer | None = None, *, init_scale: float = 0.01,
                generator: torch.Generator | None = None, max_passes: int = 4,
@@ -139,20 +150,21 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
             if chosen is not None and id(block) not in chosen:
                 continue
             ks = range(block.n_hidden) if chosen is None else chosen[id(block)]
-            for change in _adapt_block(block, sorted(ks, reverse=True), scaffold, threshold,
-                                       optimizer, init_scale, generator, max_passes, guard,
-                                       refused, newborn):
-                change.space = space_name(prefix, change.layer)
-                changes.append(change)
+            changes += _adapt_block(block, prefix, sorted(ks, reverse=True), scaffold,
+                                    threshold, optimizer, init_scale, generator, max_passes,
+                                    guard, refused, newborn)
     return changes
 
 
-def _adapt_block(block: IsoplasticBlock, order: list[int], scaffold: int, threshold: float,
+def _adapt_block(block: IsoplasticBlock, prefix: str, order: list[int], scaffold: int,
+                 threshold: float,
                  optimizer: torch.optim.Optimizer | None, init_scale: float,
                  generator: torch.Generator | None, max_passes: int, guard: Guard | None,
                  refused: list[StructuralChange] | None, newborn: str
                  ) -> list[StructuralChange]:
-    """:func:`neuroadapt` on one block, visiting ``order`` (last layer first) until stable."""
+    """:func:`neuroadapt` on one block, visiting ``order`` (last layer first) until stable.
+    Each change is named as :func:`~isoplastic.hidden_spaces` names it (``prefix``) before the
+    guard sees it."""
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
     counts: dict[int, _Count] = {}
@@ -175,7 +187,7 @@ def _adapt_block(block: IsoplasticBlock, order: list[int], scaffold: int, thresh
                         return _removal(block, k, n, optimizer, counts)
             if apply is None:
                 continue
-            change = _guarded(guard, apply, refused)
+            change = _guarded(guard, _named(apply, space_name(prefix, k)), refused)
             if k in counts:
                 counts[k].gram = None  # only the removal just decided may use it
             if change is None:

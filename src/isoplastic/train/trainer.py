@@ -285,10 +285,6 @@ def psi_norm(net: nn.Module) -> float | None:
     return float(sum(p.detach().norm() for p in psis)) if psis else None
 
 
-def _space_widths(net: nn.Module) -> dict[str, int]:
-    return {name: space.size for name, space in hidden_spaces(net).items()}
-
-
 def record_widths(net: nn.Module) -> list[int]:
     """The widths a change record lists: a library network's ``widths`` (input, hidden...,
     output, as before), otherwise every hidden space's width (:func:`hidden_widths`)."""
@@ -633,19 +629,12 @@ class Trainer:
 
         ``epoch`` is the 0-based index the policies take; the record says ``epoch + 1``.
         """
-        state = {"before": logits_of(arm.net, self.probe), "t0": time.perf_counter(),
-                 "widths": _space_widths(arm.net)}
+        state = {"before": logits_of(arm.net, self.probe), "t0": time.perf_counter()}
         tol = self.config.tolerance
 
         def guard(change: StructuralChange) -> None:
             wall = time.perf_counter() - state["t0"]
             after = logits_of(arm.net, self.probe)
-            widths = _space_widths(arm.net)
-            # the space that changed, by its name in the whole model (a policy may hand the
-            # guard a record named inside its block; exactly one space changes per record)
-            moved = [n for n, w in widths.items() if state["widths"].get(n) != w]
-            if len(moved) == 1:
-                change.space = moved[0]
             fc = compare_logits(state["before"], after)
             record = {
                 "epoch": epoch + 1, "arm": arm.name, "op": change.op, "layer": change.layer,
@@ -669,7 +658,6 @@ class Trainer:
             self.changes.append(record)
             self._emit("on_change", record)
             state["before"] = after
-            state["widths"] = widths
             state["t0"] = time.perf_counter()
 
         return guard
