@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,11 +187,18 @@ def compiled_loop(backend: str, before_change: str) -> None:
 
 
 # While tracing, Dynamo instantiates the activation's autograd.Function and reads `.grad` of its
-# fake tensors, and torch warns about both (inside torch/_dynamo, not in isoplastic code). The
-# suite turns warnings into errors, which would abort the compilation, so these two are ignored
-# for the compiled loops only.
+# fake tensors, and inductor's CPU path calls torch.jit.script_method: torch warns about each
+# (inside torch, not in isoplastic code). The suite turns warnings into errors, which would abort
+# the compilation, so these are ignored for the compiled loops only.
 DYNAMO_WARNINGS = ("ignore:.*should not be instantiated:DeprecationWarning",
-                   "ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+                   "ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning",
+                   "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+def torch_compile_warnings(test):
+    for rule in DYNAMO_WARNINGS:
+        test = pytest.mark.filterwarnings(rule)(test)
+    return test
 
 
 # Library bug (reported with issue 13): a compilation leaves reference cycles that hold weak
@@ -208,8 +217,7 @@ BEFORE_CHANGE = [pytest.param("loss_alive", marks=COMPILE_BUG),
                  "del_loss_gc"]
 
 
-@pytest.mark.filterwarnings(DYNAMO_WARNINGS[0])
-@pytest.mark.filterwarnings(DYNAMO_WARNINGS[1])
+@torch_compile_warnings
 @pytest.mark.parametrize("before_change", BEFORE_CHANGE)
 def test_compiled_model_aot_eager(before_change):
     compiled_loop("aot_eager", before_change)
@@ -220,8 +228,7 @@ def test_compiled_model_aot_eager(before_change):
     reason="the default (inductor) backend compiles C++ kernels: about 35 s for this loop on two "
            "CPU cores, over this file's time budget; set ISOPLASTIC_TEST_INDUCTOR=1 to run it "
            "(each case compiles afresh)")
-@pytest.mark.filterwarnings(DYNAMO_WARNINGS[0])
-@pytest.mark.filterwarnings(DYNAMO_WARNINGS[1])
+@torch_compile_warnings
 @pytest.mark.parametrize("before_change", BEFORE_CHANGE)
 def test_compiled_model_default_backend(before_change):
     compiled_loop("inductor", before_change)
@@ -360,3 +367,20 @@ def test_another_networks_optimizer_is_refused_before_anything_changes(op):
     with pytest.raises(ip.UnsupportedOptimizerError, match="holds none of the parameters"):
         OPERATIONS[op](net, 1, wrong)
     assert_same(before, snapshot(net, opt))
+
+
+# -- the README's loop -------------------------------------------------------------------------
+
+def test_readme_training_loop_block_runs_and_trains():
+    """The README's "Your own training loop" block, executed verbatim on its own (tests/
+    test_readme.py also runs it in sequence with the others): the change happened mid-training,
+    the EMA followed it, every loss was kept, and training went on lowering the loss."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    match = re.search(r"\*\*Your own training loop\.\*\*.*?```python\n(.*?)```", text, re.S)
+    assert match, "README.md has no python block under 'Your own training loop'"
+    namespace: dict = {"torch": torch, "ip": ip}
+    exec(compile(match.group(1), "<README: Your own training loop>", "exec"), namespace)
+    net, ema, losses = namespace["net"], namespace["ema"], namespace["losses"]
+    assert net.widths == ema.module.widths == [64, 28, 36, 10]
+    assert len(losses) == 60 and all(loss.grad_fn is not None for loss in losses)
+    assert sum(v.item() for v in losses[-5:]) / 5 < losses[30].item()
