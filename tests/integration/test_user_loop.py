@@ -215,6 +215,11 @@ COMPILE_BUG = pytest.mark.xfail(
 BEFORE_CHANGE = [pytest.param("loss_alive", marks=COMPILE_BUG),
                  pytest.param("del_loss", marks=COMPILE_BUG),
                  "del_loss_gc"]
+# inductor: the same failure after `del loss`; with the loss alive it passed once and failed once
+INDUCTOR_BEFORE_CHANGE = [
+    pytest.param(case, marks=pytest.mark.xfail(strict=False, raises=RuntimeError,
+                                               reason=COMPILE_BUG.kwargs["reason"]))
+    for case in ("loss_alive", "del_loss")] + ["del_loss_gc"]
 
 
 @torch_compile_warnings
@@ -229,7 +234,7 @@ def test_compiled_model_aot_eager(before_change):
            "CPU cores, over this file's time budget; set ISOPLASTIC_TEST_INDUCTOR=1 to run it "
            "(each case compiles afresh)")
 @torch_compile_warnings
-@pytest.mark.parametrize("before_change", BEFORE_CHANGE)
+@pytest.mark.parametrize("before_change", INDUCTOR_BEFORE_CHANGE)
 def test_compiled_model_default_backend(before_change):
     compiled_loop("inductor", before_change)
 
