@@ -1,7 +1,10 @@
 """Print a markdown table of the max relative logit change of each exact operation.
 
-For ~20 random isotropic MLPs per operation (random biases, ψ and intrinsic lengths), in float64
-and float32: ``max |Δ logit| / max |logit|`` on 64 probe inputs.
+For ~20 random isotropic MLPs per operation (random biases, ψ and intrinsic lengths), in float64,
+float32, bfloat16 and float16: ``max |Δ logit| / max |logit|`` on 64 probe inputs, the network
+evaluated in its own dtype before and after the operation. Half-precision networks are
+decomposed and rotated in float32 inside the operations and written back in their own dtype, so
+their column is the rounding of the new weights to 8 (bfloat16) or 11 (float16) significant bits.
 
     python examples/error_table.py
 """
@@ -29,11 +32,17 @@ def silence(net: ip.IsotropicMLP) -> None:
     silence_last_neuron(net, 2)
 
 
+DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
 def operations(dtype: torch.dtype, seed: int):
     gen = torch.Generator().manual_seed(seed)
+    # a user rotating a half-precision network passes a float32 R (a half R is orthogonal to ~3
+    # digits only); the rotation is computed in float32 and written back in the network's dtype
+    r_dtype = dtype if dtype in (torch.float64, torch.float32) else torch.float32
     return {
         "reparameterise": (None, lambda n: ip.reparameterise(
-            n, 1, ip.random_orthogonal(WIDTHS[2], generator=gen, dtype=dtype))),
+            n, 1, ip.random_orthogonal(WIDTHS[2], generator=gen, dtype=r_dtype))),
         "left_diagonalise": (None, lambda n: ip.left_diagonalise(n, 2)),
         "full_diagonalise": (None, lambda n: ip.full_diagonalise(n, 2)),
         "neurogenesis": (None, lambda n: ip.neurogenesis(n, 1, 3, generator=gen, init_scale=0.1)),
@@ -62,12 +71,11 @@ def main() -> None:
     names = list(operations(torch.float64, 0))
     print(f"Max relative logit change over {N_NETS} random {'-'.join(map(str, WIDTHS))} nets")
     print()
-    print("| operation | float64 | float32 |")
-    print("|---|---|---|")
+    print("| operation | " + " | ".join(str(d).removeprefix("torch.") for d in DTYPES) + " |")
+    print("|---|" + "---|" * len(DTYPES))
     for name in names:
-        f64 = worst_change(name, torch.float64)
-        f32 = worst_change(name, torch.float32)
-        print(f"| {name} | {f64:.2e} | {f32:.2e} |")
+        cells = [f"{worst_change(name, dtype):.2e}" for dtype in DTYPES]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ COMPILE_BUG = pytest.mark.xfail(
 BEFORE_CHANGE = [pytest.param("loss_alive", marks=COMPILE_BUG),
                  pytest.param("del_loss", marks=COMPILE_BUG),
                  "del_loss_gc"]
-# inductor: the same failure after `del loss`; with the loss alive it passed once and failed once
+# inductor (measured once, opt-in): the same failure after `del loss`; with the loss alive it passed
 INDUCTOR_BEFORE_CHANGE = [
     pytest.param(case, marks=pytest.mark.xfail(strict=False, raises=RuntimeError,
                                                reason=COMPILE_BUG.kwargs["reason"]))
