@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import math
 import numbers
 import threading
@@ -94,6 +95,26 @@ def replace_values(t: Tensor, new: Tensor) -> None:
         _SWAP_IMPL(t, nn.Parameter(new, requires_grad=t.requires_grad))
         return
     t.data = new
+
+
+def check_resizable(params: list[Tensor], op: str) -> None:
+    """Refuse a resize that :func:`replace_values` could only write through ``.data`` while an
+    autograd graph holds the parameter (the next backward would then fail on the old shape).
+
+    That happens when something keeps a weak reference to the parameter; a garbage collection
+    is tried first (uncollected reference cycles are the usual holders)."""
+    def stuck(p: Tensor) -> bool:
+        return (type(p) is nn.Parameter and p.requires_grad and p._use_count() > 1
+                and bool(weakref.getweakrefs(p)))
+
+    if any(stuck(p) for p in params):
+        gc.collect()
+        if any(stuck(p) for p in params):
+            raise TopologyError(
+                f"{op}: a parameter it resizes is weakly referenced and still held by a live "
+                "autograd graph, so its gradient accumulator cannot be renewed; drop the graph "
+                "first (del loss, clear held outputs), then repeat the change"
+            )
 
 
 _LIVE_OPTIMIZERS: weakref.WeakSet[Optimizer] = weakref.WeakSet()
@@ -532,6 +553,8 @@ class Change:
                             f"{self.op}: the ψ vector or bias after {s.space.name} holds NaN or "
                             "Inf; a removal would fold into it. Restore the model from a "
                             "checkpoint first")
+        resized = {id(s.space): s.space for s in self.steps if isinstance(s, (_Insert, _Remove))}
+        check_resizable([p for sp in resized.values() for p in sp.params()], self.op)
         extra = [s.target for s in self.steps if isinstance(s, _Assign)]
         check_optimizer_matches(self.optimizer, self.params() + extra, self.op)
 
