@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cli,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[cli,test,tensorboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP)   ## regenerate docs/benchmarks.md (installs the optional Torch-Pruning baseline)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[cli,test,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[cli,test,tensorboard,bench]'
 	$(BIN)/isoplastic bench --quick --json benchmarks/results-quick.json --report docs/benchmarks.md
 
 fuzz: $(STAMP)    ## the long reliability run: 200 fuzzed sequences and 20 kill-and-resume trials
