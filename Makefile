@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv bench fuzz clean
+.PHONY: demo test test-slow test-all lint venv bench fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/isoplastic train --out runs/demo
 
+# `make test` (the README's command) skips the tests marked slow (subprocess-heavy: DDP, SIGKILL,
+# README snippets, example scripts; < 3 min on 2 cores); `make test-slow` runs only those, and
+# `make test-all` everything. CI (.ci/run) runs `make test` and then `make test-slow`.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

@@ -38,3 +38,17 @@ def _seed_and_restore_dtype():
     torch.manual_seed(0)
     yield
     torch.set_default_dtype(dtype)
+
+
+# -- both float dtypes (e3nn's float_tolerance pattern) -----------------------------------------
+# A test that takes an argument named ``float_dtype`` runs once per float dtype. The tolerance it holds
+# each dtype to is stated once, in :data:`isoplastic.testing.FLOAT_TOLERANCE` (max |Δ logit| /
+# max |logit|: 1e-10 for float64, 1e-5 for float32); use ``FLOAT_TOLERANCE[float_dtype]``, not a
+# literal. This is direct parametrisation (not a fixture), so it also works with hypothesis.
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def pytest_generate_tests(metafunc):
+    if "float_dtype" in metafunc.fixturenames:
+        metafunc.parametrize("float_dtype", FLOAT_DTYPES, ids=[str(d).removeprefix("torch.")
+                                                         for d in FLOAT_DTYPES])

@@ -323,6 +323,7 @@ def test_trainer_callbacks_see_every_epoch_and_change(wine):
 
 # -- Ctrl-C ----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # 15 s: CLI subprocesses
 def test_ctrl_c_leaves_a_checkpoint_and_the_printed_command_finishes_the_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     args = ["train", "--widths", "20", "--epochs", "30", "--n-train", "200", "--seed", "3",

@@ -19,6 +19,7 @@ def test_without_a_gpu_it_says_so_and_exits_0():
     assert "no CUDA device" in out.stdout
 
 
+@pytest.mark.slow  # 20 s: the whole GPU check script on the CPU
 @pytest.mark.slow
 def test_its_checks_pass_on_the_cpu(tmp_path):
     path = tmp_path / "gpu.json"

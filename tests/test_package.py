@@ -93,12 +93,14 @@ def _heavy(report: dict) -> list[str]:
     return sorted(set(absent + added))
 
 
+@pytest.mark.slow  # 6-13 s: fresh interpreters with blocked imports
 def test_import_and_core_use_load_no_optional_dependency():
     report = _lean_report()
     assert report["reload_equal"] and report["widths"] == [6, 10, 5, 3]
     assert _heavy(report) == []
 
 
+@pytest.mark.slow  # 6-13 s: fresh interpreters with blocked imports
 def test_lean_check_would_notice_a_heavy_import():
     assert _heavy(_lean_report("import matplotlib")) != []  # the harness sees a late import
     baseline_tqdm = {"all": ["torch", "tqdm", "tqdm.std"], "added": ["isoplastic"]}
@@ -178,6 +180,7 @@ print(json.dumps(result))
 """)
 
 
+@pytest.mark.slow  # 6-13 s: fresh interpreters with blocked imports
 def test_core_works_without_the_optional_dependencies():
     report = _blocked_report()
     assert report["reload_equal"] and report["widths"] == [6, 10, 5, 3]
@@ -193,11 +196,13 @@ def test_core_works_without_the_optional_dependencies():
     assert set(failures.values()) == {"click"}
 
 
+@pytest.mark.slow  # 6-13 s: fresh interpreters with blocked imports
 def test_blocked_check_would_notice_an_optional_import():
     stmt = "import contextlib\nwith contextlib.suppress(ImportError):\n    import tqdm"
     assert _blocked_report(stmt, optional_features=False)["core_attempts"] == ["tqdm"]
 
 
+@pytest.mark.slow  # 6-13 s: fresh interpreters with blocked imports
 def test_cli_without_click_prints_one_line_naming_the_extra():
     proc = _run(BLOCKER + """
 import runpy
@@ -209,6 +214,7 @@ runpy.run_module("isoplastic", run_name="__main__")
     assert len(lines) == 1 and "click" in lines[0] and CLI_HINT in lines[0], proc.stderr
 
 
+@pytest.mark.slow  # 6-13 s: fresh interpreters with blocked imports
 def test_trainer_without_tqdm_trains_without_a_progress_bar():
     report = _json_run(BLOCKER + TORCH_READY + """
 import json

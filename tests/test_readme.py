@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).parents[1] / "README.md"
 
 NOT_RUN = {
@@ -62,6 +64,7 @@ def readme_steps() -> list[tuple[str, object]]:
     return steps
 
 
+@pytest.mark.slow  # 27 s: every README snippet in a subprocess
 def test_readme_snippets_run_as_written(tmp_path):
     steps = readme_steps()
     assert sum(k == "python" for k, _ in steps) >= 5 and any(k == "command" for k, _ in steps)

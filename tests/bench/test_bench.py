@@ -15,6 +15,7 @@ from isoplastic.bench import suites
 from isoplastic.topology.policies import strength_count
 
 
+@pytest.mark.slow  # 7 s
 def test_quick_harness_on_tiny_sizes_returns_required_finite_keys():
     res = suites.run_all(tiny=True, suites=("activation", "adaptation", "sparse"), log=lambda m: None)
     for key in ("train_step_ratio", "neuroadapt_epoch_fraction", "sparse_inference_ratio",

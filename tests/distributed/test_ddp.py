@@ -30,8 +30,10 @@ TIMEOUT = 150
 # Layer 0 (80 neurons on 64 inputs) has 16 silent neurons -> shrink; layer 1 (24) -> growth.
 ARGS = dict(n_train=240, widths=[80, 24], batch_size=32, dtype="float64", seed=3)
 
-pytestmark = pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.is_available(),
-                                reason="torchrun / torch.distributed not available")
+# slow: each test starts torchrun with two ranks (10-16 s)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.is_available(),
+                                 reason="torchrun / torch.distributed not available")]
 
 
 def _free_port() -> int:

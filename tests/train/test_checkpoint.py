@@ -172,6 +172,7 @@ def _read_metrics(run_dir: Path) -> list[dict]:
     return _strip([json.loads(line) for line in lines])
 
 
+@pytest.mark.slow  # 15 s; tests/reliability/test_rel_crash.py covers kill-and-resume fast
 def test_killed_cli_run_resumes_to_the_same_result(tmp_path):
     args = ["train", "--widths", "20", "--epochs", "40", "--n-train", "200", "--seed", "3",
             "--no-progress"]
