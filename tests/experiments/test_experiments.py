@@ -108,6 +108,23 @@ def test_tasks(out):
     assert all(rec["total_width"] > 0 for rec in r["runs"][0]["adaptive"])
     assert {p["total_width_end"]["n"] for p in r["phases"]} == {1}
     assert 0 <= r["buffer"]["fraction_layers_exactly_S"] <= 1
+    # what the experiment exists to show, at tiny scale:
+    run = r["runs"][0]
+    adaptive, control = run["adaptive"], run["control"]
+    # the static control starts from the same weights and sees the same batches: identical
+    # first-epoch loss and accuracies (the adaptive net's changes come after the evaluation or
+    # preserve the function), and it never changes width
+    assert adaptive[0]["loss"] == control[0]["loss"]
+    assert adaptive[0]["accuracy"] == control[0]["accuracy"]
+    assert {rec["total_width"] for rec in control} == {sum(run["initial_hidden"])}
+    assert all(rec["changes"] == 0 for rec in control)
+    # the adaptive net does change its topology
+    assert run["n_changes"] > 0 and any(rec["total_width"] != control[0]["total_width"]
+                                        for rec in adaptive)
+    # the buffer invariant: after every epoch each hidden layer holds exactly S weak neurons
+    for b in r["buffer"]["runs"]:
+        assert b["fraction_layers_exactly_S"] == 1.0, b
+        assert all(c == b["scaffold"] for counts in b["scaffold_counts"] for c in counts), b
 
 
 def test_abundance(out):
@@ -139,6 +156,15 @@ def test_compare(out):
     cell = next(iter(r["cells"].values()))
     _ms(cell["isotropic"])
     _ms(cell["elementwise"])
+    # the reported comparison is the paired difference of the reported accuracies, in pp, and
+    # the win count counts the cells where the isotropic model is ahead
+    for c in r["cells"].values():
+        iso, elem = c["isotropic"]["values"], c["elementwise"]["values"]
+        assert all(0 <= a <= 1 for a in iso + elem)
+        assert c["difference_pp"]["values"] == pytest.approx(
+            [100 * (a - b) for a, b in zip(iso, elem, strict=True)], abs=1e-12)
+    assert r["isotropic_wins"] == sum(c["difference_pp"]["mean"] > 0 for c in r["cells"].values())
+    assert r["n_cells"] == len(r["cells"])
 
 
 def test_report_and_cli(out, tmp_path):
