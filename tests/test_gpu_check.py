@@ -20,7 +20,6 @@ def test_without_a_gpu_it_says_so_and_exits_0():
 
 
 @pytest.mark.slow  # 20 s: the whole GPU check script on the CPU
-@pytest.mark.slow
 def test_its_checks_pass_on_the_cpu(tmp_path):
     path = tmp_path / "gpu.json"
     subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--json",
