@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all lint venv bench fuzz clean
+.PHONY: demo test test-slow test-all lint venv bench fuzz mutate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +44,11 @@ bench: $(STAMP)   ## regenerate docs/benchmarks.md (installs the optional Torch-
 fuzz: $(STAMP)    ## the long reliability run: 200 fuzzed sequences and 20 kill-and-resume trials
 	$(BIN)/python scripts/fuzz.py --sequences 200 --crash-trials 20
 
+mutate: $(STAMP)  ## mutation testing ([tool.mutmut] in pyproject.toml: so far verify.py only)
+	$(BIN)/pip install --quiet -c constraints.txt 'mutmut>=3.3,<4'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build *.egg-info mutants

@@ -87,3 +87,56 @@ def test_function_change_of_networks_matches_their_logits_and_restores_train_mod
     measured = ip.function_change(net, other, x)
     assert measured == compare_logits(zb, za)
     assert net.training
+
+
+def test_within_includes_the_tolerance_itself():
+    change = compare_logits(BEFORE, AFTER)
+    assert change.within(change.eps_scaled)
+
+
+def test_float32_logits_are_measured_in_float64():
+    # 3, 4, 4.5, 0, 1 are exact in float32; the measures must match the float64 hand values to
+    # float64 precision (0.5/5 = 0.1 alone is off by ~1e-8 relative if computed in float32)
+    ref = compare_logits(BEFORE, AFTER)
+    got = compare_logits(BEFORE.float(), AFTER.float())
+    assert got.eps_scaled == pytest.approx(ref.eps_scaled, rel=1e-15)
+    assert got.kl == pytest.approx(ref.kl, rel=1e-15)
+
+
+def test_agreement_compares_each_row_own_argmax():
+    z = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    assert compare_logits(z, z.clone()).agreement == 1.0
+    assert compare_logits(z, z.flip(1)).agreement == 0.0
+
+
+def test_bad_inputs_raise_value_errors_that_name_the_problem():
+    with pytest.raises(ValueError, match=r"^compare_logits: shapes differ, \(2, 2\) vs \(2, 3\); "
+                       "compare outputs of networks with the same number of outputs$"):
+        compare_logits(BEFORE, torch.zeros(2, 3, dtype=torch.float64))
+    for empty in (BEFORE[:0], torch.tensor(1.0)):  # no rows, or a 0-d tensor
+        with pytest.raises(ValueError,
+                           match="^compare_logits: empty batch; pass at least one probe input$"):
+            compare_logits(empty, empty.clone())
+    with pytest.raises(ValueError,
+                       match="^function_change: pass probe inputs x when comparing networks$"):
+        ip.function_change(lambda x: x, lambda x: x)
+
+
+def test_function_change_evaluates_modules_in_eval_mode_and_accepts_plain_callables():
+    torch.manual_seed(0)
+    # dropout makes train- and eval-mode outputs differ: the measure must use eval mode
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Dropout(0.5)).double().train()
+    x = torch.randn(64, 2, dtype=torch.float64)
+    with torch.no_grad():
+        reference = net.eval()(x)
+    net.train()
+    assert ip.function_change(net, reference, x).max_abs == 0.0
+    assert net.training
+    # a plain function has no .training attribute
+    assert ip.function_change(lambda t: t * 2, lambda t: t * 2, x).max_abs == 0.0
+
+
+def test_as_dict_holds_the_four_measures():
+    change = compare_logits(BEFORE, AFTER)
+    assert change.as_dict() == {"eps_scaled": change.eps_scaled, "kl": change.kl,
+                                "max_abs": 1.0, "agreement": 0.5}
