@@ -363,8 +363,8 @@ def _analysis(res: dict) -> list[str]:
             "(~30 µs each way per layer), one `addcmul` and its backward per layer, the ψ "
             "penalty, and AdamW's per-tensor loop over 4 more parameter tensors (2 ψ, 2 log o; "
             "~50 µs each). Tried and not adopted: fused AdamW (both steps get faster, the "
-            "ratio does not improve) and `torch.compile` (slower than eager for both networks "
-            "at these sizes on this CPU).")
+            "ratio does not improve). `torch.compile(fullgraph=True)` now traces the whole "
+            "network as one graph; compiled steps are not part of this benchmark yet.")
     if "adaptation" in s:
         a = s["adaptation"]
         fr = a["fractions"]
