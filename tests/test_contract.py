@@ -122,3 +122,17 @@ def test_neuroadapt_guard_sees_the_full_space_name_on_composite_models():
     assert set(seen) <= set(ip.hidden_spaces(model)) and "1.0" in seen and "2.0" in seen
     assert [c.space for c in refused] == ["1.0"]
     assert all(c.space == "2.0" for c in applied)
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: ip.IsotropicMLP([3, 4, 2], psi="nope"),
+     r"psi='nope' is not a known mode; choose one of 'none', 'constant'"),
+    (lambda: ip.IsotropicCNN((1, 4, 4), [2], intrinsic_length="long"),
+     r"intrinsic_length='long' is not a known mode; choose one of 'none', 'constant', "
+     r"'trainable'"),
+])
+def test_string_options_name_the_argument_and_the_choices(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+    assert ip.PsiMode.parse("expectation") is ip.PsiMode.EXPECTATION
+    assert ip.IntrinsicLength.parse(ip.IntrinsicLength.NONE) is ip.IntrinsicLength.NONE

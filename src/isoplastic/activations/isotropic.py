@@ -30,11 +30,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
 
 import torch
 from torch import Tensor, nn
 
+from ..choices import Choice
 from .profiles import (
     AbstractRadialProfile,
     TanhProfile,
@@ -43,7 +43,7 @@ from .profiles import (
 )
 
 
-class IntrinsicLength(str, Enum):
+class IntrinsicLength(Choice, argument="intrinsic_length"):
     """How the intrinsic length ``o`` is stored.
 
     * ``none``: ``o = 0`` always; structural changes do not update it.
@@ -54,16 +54,6 @@ class IntrinsicLength(str, Enum):
     NONE = "none"
     CONSTANT = "constant"
     TRAINABLE = "trainable"
-
-    @classmethod
-    def parse(cls, value: str | IntrinsicLength) -> IntrinsicLength:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(
-                f"intrinsic_length={value!r} is not a known mode; choose one of {choices}"
-            ) from None
 
 
 O_INIT = 1e-6

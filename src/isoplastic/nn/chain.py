@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from enum import Enum
 
 import torch
 from torch import Tensor, nn
 
+from ..choices import Choice
 from ..core.model import HiddenLayer, IsoplasticBlock
 from ..core.space import Axis, HiddenSpace
 
 
-class PsiMode(str, Enum):
+class PsiMode(Choice, argument="psi"):
     """How the ψ ("linear-correction") vectors are kept.
 
     * ``none``: no ψ; a removed neuron's output ``b* w*`` is lost.
@@ -44,14 +44,6 @@ class PsiMode(str, Enum):
     TRAINABLE = "trainable"
     TRAINABLE_DECAY = "trainable+decay"
     EXPECTATION = "expectation"
-
-    @classmethod
-    def parse(cls, value: str | PsiMode) -> PsiMode:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"psi={value!r} is not a known mode; choose one of {choices}") from None
 
     @property
     def has_vectors(self) -> bool:
