@@ -44,7 +44,7 @@ bench: $(STAMP)   ## regenerate docs/benchmarks.md (installs the optional Torch-
 fuzz: $(STAMP)    ## the long reliability run: 200 fuzzed sequences and 20 kill-and-resume trials
 	$(BIN)/python scripts/fuzz.py --sequences 200 --crash-trials 20
 
-mutate: $(STAMP)  ## mutation testing ([tool.mutmut] in pyproject.toml: so far verify.py only)
+mutate: $(STAMP)  ## mutation testing ([tool.mutmut] in pyproject.toml: verify.py, core/change.py, topology/shrink.py; ~8 min)
 	$(BIN)/pip install --quiet -c constraints.txt 'mutmut>=3.3,<4'
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2
