@@ -11,8 +11,10 @@ step                   effect
 ``insert(space, n)``   ``n`` coordinates appended to every axis (zeros, or an ``init`` per role)
 ``remove(space, idx)`` coordinates ``idx`` deleted from every axis
 ``assign(p, value)``   parameter or buffer ``p`` replaced by ``value`` of the same shape (the
-                       compensations of a removal, the exact zeros of a full diagonalisation)
-``set_length(act, o)`` the intrinsic length of an isotropic activation set to ``o``
+                       exact zeros of a full diagonalisation)
+``fold(space, f)``     a compensation computed when the step runs from ``space``'s block:
+                       ``f(layer) -> [(target, value)]`` (a removal's ``o += Σb²``,
+                       ``ψ += W_D b*``)
 =====================  ============================================================================
 
 Each coordinate step moves the parameter, its gradient and its optimizer state
@@ -320,12 +322,6 @@ class _Assign:
 
 
 @dataclass
-class _SetLength:
-    activation: nn.Module
-    value: float
-
-
-@dataclass
 class _Fold:
     """A compensation computed from the space's block when the step runs (after the steps before
     it), so a mirrored copy folds its own values: ``compute(layer)`` receives the block's
@@ -497,15 +493,6 @@ class Change:
         self.steps.append(_Fold(space, compute))
         return self
 
-    def set_length(self, activation: nn.Module, value: float) -> Change:
-        """Plan setting the intrinsic length ``o`` of an isotropic activation."""
-        value = float(value)
-        if not math.isfinite(value):
-            raise NonFiniteError(f"{self.op}: the new intrinsic length would be {value}; "
-                                 "nothing was changed")
-        self.steps.append(_SetLength(activation, value))
-        return self
-
     # -- validation ---------------------------------------------------------------------------
     def spaces(self) -> list[HiddenSpace]:
         seen: dict[int, HiddenSpace] = {}
@@ -568,9 +555,6 @@ class Change:
             for s in self.steps:
                 if isinstance(s, _Assign):
                     j.record(s.target, self.optimizer)
-                elif isinstance(s, _SetLength):
-                    for t in list(s.activation.parameters()) + list(s.activation.buffers()):
-                        j.record(t, self.optimizer, copy=True)
                 elif isinstance(s, _Fold):
                     layer = s.space.block.hidden_layer(s.space.index)
                     for t in (layer.next_psi, layer.next_bias):
@@ -679,8 +663,6 @@ class Change:
                 raise TopologyError(f"{self.op}: a tensor of shape {tuple(t.shape)} cannot take a "
                                     f"value of shape {tuple(s.value.shape)}")
             replace_values(t, s.value.to(dtype=t.dtype, device=t.device, copy=True))
-        elif isinstance(s, _SetLength):
-            s.activation.o = s.value
         else:  # pragma: no cover - the step methods build only the kinds above
             raise TypeError(f"unknown step {s!r}")
 
@@ -696,10 +678,8 @@ class Change:
                 lines.append(f"  remove coordinates {s.drop} of {s.space.name}")
             elif isinstance(s, _Assign):
                 lines.append(f"  assign a tensor {tuple(s.target.shape)}")
-            elif isinstance(s, _Fold):
-                lines.append(f"  fold the removed coordinates into the tensors after {s.space.name}")
             else:
-                lines.append(f"  set intrinsic length to {s.value:.6g}")
+                lines.append(f"  fold the removed coordinates into the tensors after {s.space.name}")
             if isinstance(s, (_Rotate, _Insert, _Remove)):
                 lines.extend(f"    {a}" for a in s.space.axes)
         return "\n".join(lines)
