@@ -86,11 +86,7 @@ def check_transportable(optimizer: torch.optim.Optimizer | None, params: Iterabl
     if optimizer is None:
         return
     if not isinstance(optimizer, tuple(SUPPORTED_OPTIMIZERS)):
-        raise UnsupportedOptimizerError(
-            f"cannot transport the state of {type(optimizer).__name__} through a change of basis; "
-            f"supported optimizers: {_supported_names()}. Register a new one with "
-            "isoplastic.register_optimizer(cls, {state_key: 'first' | 'second' | 'keep'})"
-        )
+        raise _unsupported_class(optimizer, "transport the state of {} through a change of basis")
     for p in params:
         for key, value in optimizer.state.get(p, {}).items():
             kind = STATE_KINDS.get(key)
@@ -248,10 +244,14 @@ def restore_entry(optimizer: torch.optim.Optimizer, param: Tensor, entry: object
 # kind ``keep`` is a 0-dim scalar (``step``, NAdam's ``mu_product``). A key outside the table is
 # refused, never guessed.
 
-def _unsupported_class(optimizer: torch.optim.Optimizer) -> UnsupportedOptimizerError:
+def _unsupported_class(optimizer: torch.optim.Optimizer,
+                       action: str = "save, load, hash or move the state of {}"
+                       ) -> UnsupportedOptimizerError:
+    """The refusal of an optimizer class outside :data:`SUPPORTED_OPTIMIZERS` (``action`` names
+    what was asked, ``{}`` standing for the class)."""
     return UnsupportedOptimizerError(
-        f"isoplastic cannot save, load, hash or move the state of {type(optimizer).__name__}; "
-        f"supported optimizers: {_supported_names()}. Register a new one with "
+        f"isoplastic cannot {action.format(type(optimizer).__name__)}; supported optimizers: "
+        f"{_supported_names()}. Register a new one with "
         "isoplastic.register_optimizer(cls, {state_key: 'first' | 'second' | 'keep'})"
     )
 
