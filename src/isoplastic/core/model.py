@@ -257,19 +257,21 @@ def mirror(model: nn.Module, *copies: nn.Module) -> MirrorHandle:
     mine = list(blocks(model).values())
     if not mine:
         require_blocks(model, "mirror")
+    def layout(found: list[IsoplasticBlock]) -> list[tuple[str, list[int]]]:
+        return [(type(b).__name__, [b.hidden_space(k).size for k in range(b.n_hidden)])
+                for b in found]
+
     handle = MirrorHandle()
+    mine_layout = layout(mine)
     for copy in copies:
         theirs = list(blocks(copy).values())
-        layout = [(type(b).__name__, [b.hidden_space(k).size for k in range(b.n_hidden)])
-                  for b in mine]
-        other = [(type(b).__name__, [b.hidden_space(k).size for k in range(b.n_hidden)])
-                 for b in theirs]
-        if layout != other:
+        layout_of_copy = layout(theirs)
+        if mine_layout != layout_of_copy:
             handle.remove()
             raise TopologyError(
                 f"mirror: {type(copy).__name__} does not have {type(model).__name__}'s blocks "
-                f"(blocks and hidden widths {other} against {layout}); mirror a copy made with "
-                "copy.deepcopy(model) or AveragedModel(model)"
+                f"(blocks and hidden widths {layout_of_copy} against {mine_layout}); mirror a copy "
+                "made with copy.deepcopy(model) or AveragedModel(model)"
             )
         for block, twin in zip(mine, theirs, strict=True):
             if twin is block:
