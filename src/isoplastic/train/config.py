@@ -13,7 +13,14 @@ from ..errors import ConfigError as ConfigError  # defined with the other except
 CONFIG_VERSION = 1
 
 ADAPT_MODES = ("scaffold", "schedule", "none")
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "transformer")
+#: Default data set per model family (``TrainConfig.dataset=None``): images for the MLP and CNN,
+#: the built-in text corpus (:data:`isoplastic.text.DEFAULT_CORPUS`) for the transformer.
+DEFAULT_DATASETS = {"mlp": "digits", "cnn": "digits", "transformer": "stdlib"}
+#: Default number of epochs per model family (``TrainConfig.epochs=None``): the paper's 300 for
+#: the small image networks; for the transformer 12 epochs of ``batches_per_epoch`` batches,
+#: about ten minutes with the default sizes on two CPU cores (docs/transformers.md).
+DEFAULT_EPOCHS = {"mlp": 300, "cnn": 300, "transformer": 12}
 DTYPES = ("float32", "float64")
 PSI_MODES = ("none", "constant", "trainable", "trainable+decay", "expectation")
 INTRINSIC_LENGTHS = ("none", "constant", "trainable")
@@ -27,10 +34,19 @@ class TrainConfig:
     """Everything that defines a training run (written to ``config.json``).
 
     Attributes:
-        dataset: data set name (see :data:`isoplastic.data.DATASET_NAMES`) or a ``.npz`` path.
+        dataset: data set name (see :data:`isoplastic.data.DATASET_NAMES`) or a ``.npz`` path;
+            for ``model="transformer"`` a text corpus name (:data:`isoplastic.text.TEXT_CORPORA`)
+            or the path of a UTF-8 text file. ``None``: :data:`DEFAULT_DATASETS` of the model.
         data_dir: directory of downloaded data sets (``None``: environment / defaults).
         widths: hidden-layer widths, e.g. ``[32, 32]``.
-        epochs: number of training epochs.
+        epochs: number of training epochs (``None``: :data:`DEFAULT_EPOCHS` of the model).
+        d_model, n_layers, n_heads, d_ff, context_length: the
+            :class:`~isoplastic.nn.transformer.IsotropicTransformer` of ``model="transformer"``
+            (residual width, blocks, attention heads, initial FFN width of every block, tokens
+            per window).
+        batches_per_epoch: ``model="transformer"``: an epoch is this many batches of
+            ``batch_size`` windows of ``context_length + 1`` characters drawn at random
+            positions of the training text (a text has no natural epoch).
         batch_size, lr, weight_decay: the optimizer's settings (the paper trains with AdamW,
             lr 1e-3, weight decay 1e-3, batch 48).
         optimizer: one of :data:`OPTIMIZERS` (``torch.optim`` class, lower-cased).
@@ -50,17 +66,24 @@ class TrainConfig:
         probe_size: size of the fixed held-out probe batch used to measure function change.
         init_scale: standard deviation of the outgoing weights of new neurons.
         control: also train a fixed-topology twin from the same initial weights.
-        n_train, n_test: optional subset sizes (small runs and tests).
+        n_train, n_test: optional subset sizes (small runs and tests); for text, the first
+            ``n_train`` training and ``n_test`` held-out characters.
         out: run directory.
     """
 
-    dataset: str = "digits"
+    dataset: str | None = None
     data_dir: str | None = None
     model: str = "mlp"
     channels: list[int] = field(default_factory=lambda: [8, 8])
     kernel_size: int = 3
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 256
+    context_length: int = 64
+    batches_per_epoch: int = 150
     widths: list[int] = field(default_factory=lambda: [64, 64])
-    epochs: int = 300
+    epochs: int | None = None
     batch_size: int = 48
     lr: float = 1e-3
     weight_decay: float = 1e-3
@@ -86,11 +109,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.widths = [int(w) for w in self.widths]
         self.channels = [int(c) for c in self.channels]
+        if self.dataset is None:
+            self.dataset = DEFAULT_DATASETS.get(self.model, "digits")
+        if self.epochs is None:
+            self.epochs = DEFAULT_EPOCHS.get(self.model, 300)
         self.validate()
 
     @property
     def hidden_widths(self) -> list[int]:
-        """Initial widths of every hidden space: conv channels (cnn) then the MLP widths."""
+        """Initial widths of every hidden space: conv channels (cnn) then the MLP widths; for
+        the transformer the FFN width of every block."""
+        if self.model == "transformer":
+            return [self.d_ff] * self.n_layers
         return (self.channels if self.model == "cnn" else []) + self.widths
 
     def validate(self) -> None:
@@ -109,6 +139,15 @@ class TrainConfig:
                 raise bad("channels", "give at least one channel count, each >= 1 (e.g. [8, 8])")
             if self.kernel_size < 1 or self.kernel_size % 2 == 0:
                 raise bad("kernel_size", "must be an odd integer >= 1 ('same' padding)")
+        if self.model == "transformer":
+            for name in ("d_model", "n_layers", "n_heads", "d_ff", "context_length",
+                         "batches_per_epoch"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise bad(name, "must be an integer >= 1")
+            if self.d_model % self.n_heads:
+                raise bad("n_heads", f"must divide d_model={self.d_model} (each head gets "
+                                     "d_model / n_heads dimensions)")
         for name in ("epochs", "batch_size", "probe_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
