@@ -55,6 +55,15 @@ def format_summary(result, wall: float) -> str:
     acc = s["final_accuracy"]
     lines = [f"run dir: {result.run_dir}",
              f"epochs: {s['epochs']}   wall time: {wall:.1f} s"]
+    if s.get("final_bpc") is not None:
+        line = (f"held-out bits per character: adaptive {s['final_bpc']:.3f} (FFN widths "
+                f"{s['final_widths']})")
+        if s["control_bpc"] is not None:
+            line += (f" | control {s['control_bpc']:.3f} (FFN widths {s['control_widths']}) | "
+                     f"difference {s['final_bpc'] - s['control_bpc']:+.3f}")
+        lines.append(line)
+        lines.append(f"unigram entropy of the training text: {s['unigram_bpc']:.3f} bits per "
+                     "character")
     adaptive = f"adaptive {100 * acc:.2f} % (hidden widths {s['final_widths']})"
     if s["control_accuracy"] is not None:
         ctrl = s["control_accuracy"]
@@ -82,7 +91,9 @@ RESUME_FREE = ("epochs", "data_dir", "threads", "progress", "device", "log_every
 #: Option (parameter name) -> TrainConfig field, for the options that define a run.
 CONFIG_OPTIONS = {
     "dataset": "dataset", "model": "model", "channels": "channels",
-    "kernel_size": "kernel_size", "widths": "widths", "batch_size": "batch_size", "lr": "lr",
+    "kernel_size": "kernel_size", "widths": "widths", "d_model": "d_model",
+    "n_layers": "n_layers", "n_heads": "n_heads", "d_ff": "d_ff",
+    "context_length": "context_length", "batches_per_epoch": "batches_per_epoch", "batch_size": "batch_size", "lr": "lr",
     "weight_decay": "weight_decay", "optimizer": "optimizer", "momentum": "momentum",
     "psi": "psi", "intrinsic_length": "intrinsic_length", "adapt": "adapt",
     "scaffold": "scaffold", "threshold": "threshold", "schedule": "schedule",
@@ -147,10 +158,16 @@ class ConsoleLog:
         if self.every <= 0 or (e % self.every and e != total):
             return
         digits = len(str(total))
-        line = (f"epoch {e:{digits}d}/{total}  loss {record['train_loss']:.4f}  "
-                f"test acc {100 * record['test_accuracy']:6.2f} %")
-        if "control" in record:
-            line += f" (control {100 * record['control']['test_accuracy']:6.2f} %)"
+        if "test_bpc" in record:
+            line = (f"epoch {e:{digits}d}/{total}  train bpc {record['train_bpc']:.3f}  "
+                    f"held-out bpc {record['test_bpc']:.3f}")
+            if "control" in record:
+                line += f" (control {record['control']['test_bpc']:.3f})"
+        else:
+            line = (f"epoch {e:{digits}d}/{total}  loss {record['train_loss']:.4f}  "
+                    f"test acc {100 * record['test_accuracy']:6.2f} %")
+            if "control" in record:
+                line += f" (control {100 * record['control']['test_accuracy']:6.2f} %)"
         line += (f"  widths {record['widths']}  changes +{self.added}/-{self.removed}"
                  + (f" ({self.refused} refused)" if self.refused else "")
                  + f"  {self.seconds / self.epochs:.2f} s/epoch")
@@ -170,17 +187,37 @@ def resume_command(ctx: click.Context, run_dir: str | Path, epochs: int) -> str:
 
 
 @click.command("train")
-@click.option("--dataset", default="digits", show_default=True,
+@click.option("--dataset", default=None,
               help="Data set name (digits, mnist, fashion-mnist, emnist-letters, emnist-aj, "
                    "cifar10, cifar100) or a .npz file with arrays x (N, ...) and integer labels "
                    "y (N,), optionally x_test and y_test (else a seeded stratified 80/20 split). "
                    "Inputs are standardised with the training split's statistics, which are "
-                   "saved with the model (isoplastic.load applies them).")
+                   "saved with the model (isoplastic.load applies them). With --model "
+                   "transformer: 'stdlib' (built-in text from Python's standard library) or a "
+                   "UTF-8 text file FILE.txt (last 10 % held out). Default: digits, or stdlib "
+                   "for the transformer.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Directory holding downloaded data sets.")
-@click.option("--model", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True,
+@click.option("--model", type=click.Choice(["mlp", "cnn", "transformer"]), default="mlp",
+              show_default=True,
               help="mlp: isotropic MLP on flattened inputs; cnn: isotropic convolutions over the "
-                   "image channels, then a mean-pooled isotropic MLP head of --widths.")
+                   "image channels, then a mean-pooled isotropic MLP head of --widths; "
+                   "transformer: character-level language model (causal transformer whose FFN "
+                   "widths adapt) on text.")
+@click.option("--d-model", type=click.IntRange(min=1), default=128, show_default=True,
+              help="With --model transformer: residual-stream width.")
+@click.option("--n-layers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --model transformer: number of blocks.")
+@click.option("--n-heads", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --model transformer: attention heads (must divide --d-model).")
+@click.option("--d-ff", type=click.IntRange(min=1), default=256, show_default=True,
+              help="With --model transformer: initial FFN width of every block.")
+@click.option("--context-length", type=click.IntRange(min=1), default=64, show_default=True,
+              help="With --model transformer: characters per training window.")
+@click.option("--batches-per-epoch", type=click.IntRange(min=1), default=150,
+              show_default=True,
+              help="With --model transformer: an epoch is this many batches of --batch-size "
+                   "random windows.")
 @click.option("--channels", default="8,8", show_default=True, callback=_parse_widths,
               help="With --model cnn: channels of the convolution layers, comma separated.")
 @click.option("--kernel-size", type=click.IntRange(min=1), default=3, show_default=True,
@@ -194,9 +231,9 @@ def resume_command(ctx: click.Context, run_dir: str | Path, epochs: int) -> str:
 @click.option("--intrinsic-length", type=click.Choice(list(INTRINSIC_CHOICES)),
               default="trainable", show_default=True,
               help="Intrinsic length o of every isotropic activation.")
-@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Total number of epochs; with --resume the run's new total (e.g. 40 "
-                   "continues a 30-epoch run by 10 epochs).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Total number of epochs (default 300; 12 for the transformer); with --resume "
+                   "the run's new total (e.g. 40 continues a 30-epoch run by 10 epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=48, show_default=True,
               help="Global batch size: under torchrun each of the N processes takes 1/N of "
                    "every batch.")

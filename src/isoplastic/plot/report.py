@@ -37,7 +37,42 @@ def _integer_axis(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
+def is_text_run(metrics: list[dict]) -> bool:
+    """Whether the records are a language-model run's (they carry ``test_bpc``)."""
+    return bool(metrics) and "test_bpc" in metrics[0]
+
+
+def _bpc_curves(plt, metrics: list[dict], out: Path) -> None:
+    """Bits per character (train and held-out, both arms, the unigram entropy as the reference
+    line) and next-character accuracy per epoch."""
+    epochs = [m["epoch"] for m in metrics]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    arms = [("adaptive", lambda m: m)]
+    if "control" in metrics[0]:
+        arms.append(("control", lambda m: m["control"]))
+    for name, get in arms:
+        line, = ax1.plot(epochs, [get(m)["test_bpc"] for m in metrics], label=f"{name} held-out")
+        ax1.plot(epochs, [get(m)["train_bpc"] for m in metrics], ":", color=line.get_color(),
+                 label=f"{name} train")
+        ax2.plot(epochs, [100 * get(m)["test_accuracy"] for m in metrics], label=name)
+    if "unigram_bpc" in metrics[0]:
+        ax1.axhline(metrics[0]["unigram_bpc"], color="0.4", ls="--", lw=1,
+                    label=f"unigram entropy {metrics[0]['unigram_bpc']:.2f}")
+    ax1.set(xlabel="epoch", ylabel="bits per character", title="Bits per character")
+    ax2.set(xlabel="epoch", ylabel="held-out accuracy (%)", title="Next-character accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        _integer_axis(ax.xaxis)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def _curves(plt, metrics: list[dict], out: Path) -> None:
+    if is_text_run(metrics):
+        _bpc_curves(plt, metrics, out)
+        return
     epochs = [m["epoch"] for m in metrics]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(epochs, [100 * m["test_accuracy"] for m in metrics], label="adaptive")
@@ -234,7 +269,8 @@ def write_report(run_dir: str | Path) -> Path:
                                                                   ).is_file() else {}
     plt = _pyplot()
     figures = {
-        "accuracy_loss.png": ("Accuracy and loss", lambda p: _curves(plt, metrics, p)),
+        "accuracy_loss.png": ("Bits per character and accuracy" if is_text_run(metrics)
+                              else "Accuracy and loss", lambda p: _curves(plt, metrics, p)),
         "widths.png": ("Hidden widths", lambda p: _widths(
             plt, metrics, p, initial_widths(config) if space_labels(metrics) is None
             else widths_from_changes(metrics, changes))),
@@ -256,6 +292,12 @@ def write_report(run_dir: str | Path) -> Path:
     grow = [c for c in applied if c["op"] == "neurogenesis"]
     shrink = [c for c in applied if c["op"] == "neurodegeneration"]
     lines = ["# isoplastic training report", ""]
+    if config.get("model") == "transformer":
+        lines.append(f"Transformer: d_model {config.get('d_model')}, {config.get('n_layers')} "
+                     f"blocks, {config.get('n_heads')} heads, initial FFN width "
+                     f"{config.get('d_ff')}, context {config.get('context_length')}; "
+                     f"{config.get('batches_per_epoch')} batches of {config.get('batch_size')} "
+                     "windows per epoch.")
     lines.append(f"Data set `{config.get('dataset')}`, adapt `{config.get('adapt')}` "
                  f"(S={config.get('scaffold')}, tau={config.get('threshold')}), "
                  f"{len(metrics)} epochs, dtype {config.get('dtype')}, seed {config.get('seed')}.")
@@ -267,7 +309,18 @@ def write_report(run_dir: str | Path) -> Path:
     cacc = ctrl.get("test_accuracy")
     lines.append(f"| final test accuracy (%) | {_fmt(None if acc is None else 100 * acc)} | "
                  f"{_fmt(None if cacc is None else 100 * cacc)} |")
+    if "test_bpc" in last:
+        lines.append(f"| final held-out bits per character | {_fmt(last['test_bpc'], '.3f')} | "
+                     f"{_fmt(ctrl.get('test_bpc'), '.3f')} |")
+        lines.append(f"| final training bits per character | {_fmt(last['train_bpc'], '.3f')} | "
+                     f"{_fmt(ctrl.get('train_bpc'), '.3f')} |")
     lines.append(f"| final hidden widths | {last.get('widths')} | {ctrl.get('widths', 'n/a')} |")
+    if "unigram_bpc" in last:
+        lines.append("")
+        lines.append(f"Reference: the unigram entropy of the training text is "
+                     f"{last['unigram_bpc']:.3f} bits per character (a model that ignores "
+                     "context). Accuracy is next-character accuracy; a change's KL is per "
+                     "predicted character.")
     lines.append("")
     lines.append(f"Structural changes: {len(grow)} growth events "
                  f"(+{sum(c['n'] for c in grow)} neurons), {len(shrink)} shrink events "

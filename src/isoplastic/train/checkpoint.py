@@ -42,6 +42,8 @@ from ..data import Standardisation
 from ..errors import IsoplasticError, OptimizerStateError, UnsupportedOptimizerError
 from ..nn import IsotropicMLP
 from ..nn.conv import IsotropicCNN
+from ..nn.transformer import IsotropicTransformer
+from ..text import Vocabulary
 from .config import TrainConfig
 
 CHECKPOINT_VERSION = 1
@@ -151,6 +153,12 @@ class Checkpoint:
     preprocess: Standardisation | None | bool = False
 
     @property
+    def vocab(self) -> Vocabulary | None:
+        """The character vocabulary of a language-model run (``None`` for other runs)."""
+        text = self.meta.get("text")
+        return None if text is None else Vocabulary(text["vocab"])
+
+    @property
     def changes(self) -> list[dict]:
         return self.meta.get("changes", [])
 
@@ -168,7 +176,16 @@ USER_KIND = "user"
 
 
 def is_library_model(net: nn.Module) -> bool:
-    """Whether ``net`` is one of the library's networks, rebuilt from ``net.config()``."""
+    """Whether ``net`` is one of the library's networks, rebuilt from ``net.config()``
+    (:class:`~isoplastic.IsotropicMLP`, :class:`~isoplastic.IsotropicCNN`,
+    :class:`~isoplastic.IsotropicTransformer`)."""
+    return isinstance(net, (IsotropicMLP, IsotropicCNN, IsotropicTransformer))
+
+
+def is_chain_model(net: nn.Module) -> bool:
+    """Whether ``net`` is one of the library's chain networks, whose ``widths`` list input,
+    hidden and output widths (records list those; other models list their hidden spaces by
+    name)."""
     return isinstance(net, (IsotropicMLP, IsotropicCNN))
 
 
@@ -290,8 +307,11 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
                     *, changes: list[dict] | None = None, metrics: list[dict] | None = None,
                     extra: dict | None = None,
                     preprocess: Standardisation | None | bool = False,
-                    user_info: dict | None = None) -> Path:
+                    user_info: dict | None = None, text: dict | None = None) -> Path:
     """Write ``checkpoint.safetensors`` and ``checkpoint.json`` into ``run_dir`` atomically.
+
+    ``text``: a language-model run's ``{"vocab": chars, ...}`` (the characters of tokens
+    ``1..V-1``, :class:`~isoplastic.text.Vocabulary`), stored as the JSON entry ``"text"``.
 
     ``preprocess``: the input :class:`~isoplastic.data.Standardisation` the networks were
     trained behind (``None``: inputs used as given); ``False`` omits the entry, as checkpoints
@@ -311,6 +331,7 @@ def save_checkpoint(run_dir: str | Path, config: TrainConfig, epoch: int,
         "metrics": list(metrics or []),
         "extra": dict(extra or {}),
         **({} if pre_meta is None else {"preprocess": pre_meta}),
+        **({} if text is None else {"text": dict(text)}),
         "sha256": hashlib.sha256(blob).hexdigest(),
         "safetensors_bytes": len(blob),
     }
@@ -380,15 +401,18 @@ def read_checkpoint_files(run_dir: str | Path) -> tuple[dict, dict[str, torch.Te
     return meta, tensors
 
 
-def build_net(architecture: dict) -> IsotropicMLP | IsotropicCNN:
-    """An :class:`IsotropicMLP` or :class:`IsotropicCNN` from ``{"kind": net.kind, **net.config()}``."""
+def build_net(architecture: dict) -> IsotropicMLP | IsotropicCNN | IsotropicTransformer:
+    """An :class:`IsotropicMLP`, :class:`IsotropicCNN` or :class:`IsotropicTransformer` from
+    ``{"kind": net.kind, **net.config()}``."""
     arch = dict(architecture)
     kind = arch.pop("kind", "mlp")
     if kind == "cnn":
         return IsotropicCNN(**arch)
+    if kind == "transformer":
+        return IsotropicTransformer(**arch)
     if kind != "mlp":
         raise CheckpointError(f"checkpoint architecture kind {kind!r} is not supported "
-                              "(known: 'mlp', 'cnn')")
+                              "(known: 'mlp', 'cnn', 'transformer')")
     return IsotropicMLP(**arch)
 
 

@@ -41,6 +41,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -61,6 +62,7 @@ from ..errors import IsoplasticError
 from ..nn import IsotropicMLP
 from ..nn.chain import AffineChain
 from ..nn.conv import IsotropicCNN
+from ..nn.transformer import IsotropicTransformer
 from ..ops.diagonalise import singular_values
 from ..topology.policies import (
     AbstractPolicy,
@@ -70,11 +72,14 @@ from ..topology.policies import (
     WidthSchedule,
 )
 from ..topology.record import StructuralChange
+from ..text import TextData, load_text
 from ..verify import compare_logits
 from .checkpoint import (
+    CheckpointError,
     atomic_write,
     checkpoint_from,
     hidden_widths,
+    is_chain_model,
     is_library_model,
     load_checkpoint,
     make_optimizer,
@@ -86,6 +91,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, TrainConfig
 from .distributed import DistContext, DistributedError, state_digest
+from .lm import eval_windows, evaluate_text, random_starts, sequence_loss, token_logits, windows
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -143,14 +149,28 @@ def check_splits(data: Dataset) -> None:
             "in the .npz (and check --n-train/--n-test)")
 
 
-def prepare_data(config: TrainConfig) -> Dataset:
-    """Load, optionally subset, flatten (MLP) and standardise the configured data set.
+def prepare_text(config: TrainConfig) -> TextData:
+    """The configured text (:func:`isoplastic.text.load_text`), cut to ``n_train`` / ``n_test``
+    characters if given; :class:`~isoplastic.data.DataError` when a split is shorter than one
+    window of ``context_length + 1`` characters."""
+    data = load_text(config.dataset)
+    if config.n_train is not None or config.n_test is not None:
+        data = data.truncated(config.n_train, config.n_test)
+    data.check_context(config.context_length)
+    return data
+
+
+def prepare_data(config: TrainConfig) -> Dataset | TextData:
+    """Load, optionally subset, flatten (MLP) and standardise the configured data set; for
+    ``model="transformer"`` the text of :func:`prepare_text`.
 
     The returned :class:`~isoplastic.data.Dataset` carries its ``standardisation`` (training-set
     mean and std, and the raw sample shape), which the trainer saves in the checkpoint so that
     :func:`isoplastic.load` can apply it to new data in the data set's own units. Raises
     :class:`~isoplastic.data.DataError` when a split would be empty.
     """
+    if config.model == "transformer":
+        return prepare_text(config)
     data = load_dataset(config.dataset, config.data_dir, seed=config.seed)
     if config.n_train is not None or config.n_test is not None:
         data = data.subset(config.n_train, config.n_test, seed=config.seed)
@@ -225,9 +245,21 @@ def deferred_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def build_model(config: TrainConfig, data: Dataset) -> IsotropicMLP | IsotropicCNN:
+def build_model(config: TrainConfig, data: Dataset | TextData
+                ) -> IsotropicMLP | IsotropicCNN | IsotropicTransformer:
     """The configured network for ``data``, initialised from ``(seed, "init")``."""
     gen = generator(config.seed, "init")
+    if config.model == "transformer":
+        if not isinstance(data, TextData):
+            raise ConfigError("model='transformer' trains on text; pass a TextData "
+                              "(isoplastic.text.load_text) or a text dataset name or file")
+        return IsotropicTransformer(data.vocab_size, config.d_model, config.n_layers,
+                                    config.n_heads, config.d_ff, config.context_length,
+                                    intrinsic_length=config.intrinsic_length, psi=config.psi,
+                                    generator=gen)
+    if isinstance(data, TextData):
+        raise ConfigError(f"model={config.model!r} classifies samples; text data needs "
+                          "model='transformer'")
     if config.model == "cnn":
         return IsotropicCNN(data.sample_shape, config.channels, config.kernel_size,
                             head=config.widths, n_classes=data.n_classes,
@@ -288,7 +320,7 @@ def psi_norm(net: nn.Module) -> float | None:
 def record_widths(net: nn.Module) -> list[int]:
     """The widths a change record lists: a library network's ``widths`` (input, hidden...,
     output, as before), otherwise every hidden space's width (:func:`hidden_widths`)."""
-    return list(net.widths) if is_library_model(net) else hidden_widths(net)
+    return list(net.widths) if is_chain_model(net) else hidden_widths(net)
 
 
 @dataclass
@@ -331,6 +363,9 @@ class RunResult:
         return {
             "epochs": len(self.metrics),
             "final_accuracy": last.get("test_accuracy"),
+            "final_bpc": last.get("test_bpc"),
+            "control_bpc": last.get("control", {}).get("test_bpc"),
+            "unigram_bpc": last.get("unigram_bpc"),
             "control_accuracy": last.get("control", {}).get("test_accuracy"),
             "final_widths": last.get("widths"),
             "control_widths": last.get("control", {}).get("widths"),
@@ -347,7 +382,8 @@ class RunResult:
 def user_model_ddp_message() -> str:
     return ("training your own model under torchrun is not supported yet: after each adaptation "
             "rank 0 broadcasts the arms and the other ranks rebuild them from their "
-            "architecture, which only the library's networks (config.model 'mlp' or 'cnn') "
+            "architecture, which only the library's networks (config.model 'mlp', 'cnn' or "
+            "'transformer') "
             "can be rebuilt from; train your model in a single process, or use the configured "
             "network under torchrun")
 
@@ -452,13 +488,30 @@ class Trainer:
         if _arms is None and self.run_dir is not None and self.dist.is_main:
             check_run_dir(self.run_dir, overwrite)  # before any work, before anything is written
         self.data = data if data is not None else prepare_data(config)
-        check_splits(self.data)
-        #: the input standardisation saved with the checkpoint (see :func:`isoplastic.load`)
-        self.preprocess = self.data.standardisation if _preprocess is False else _preprocess
-        self.x_train = self.data.x_train.to(self.dtype)
-        self.y_train = self.data.y_train
-        self.x_test = self.data.x_test.to(self.dtype)
-        self.y_test = self.data.y_test
+        #: the text of a language-model run (``None`` for classification)
+        self.text: TextData | None = self.data if isinstance(self.data, TextData) else None
+        if self.text is not None:
+            if config.model != "transformer":
+                raise ConfigError(f"Trainer: text data trains model='transformer', not "
+                                  f"{config.model!r}")
+            self.text.check_context(config.context_length)
+            self.preprocess = None
+            # training tokens (N,), no labels: the targets are the next characters
+            self.x_train = self.text.train
+            self.y_train = self.text.train.new_empty(0)
+            # held-out windows (M, T) and their targets
+            self.x_test, self.y_test = eval_windows(self.text.test, config.context_length)
+        else:
+            if config.model == "transformer":
+                raise ConfigError("Trainer: model='transformer' trains on text; pass a TextData "
+                                  "(isoplastic.text.load_text) as data=, or none")
+            check_splits(self.data)
+            #: the input standardisation saved with the checkpoint (see :func:`isoplastic.load`)
+            self.preprocess = self.data.standardisation if _preprocess is False else _preprocess
+            self.x_train = self.data.x_train.to(self.dtype)
+            self.y_train = self.data.y_train
+            self.x_test = self.data.x_test.to(self.dtype)
+            self.y_test = self.data.y_test
         self.probe = self.x_test[: config.probe_size]
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         self.progress = self.progress and self.dist.is_main
@@ -539,6 +592,14 @@ class Trainer:
         arms = {name: (ckpt.nets[name], ckpt.optimizers[name]) for name in ckpt.nets}
         trainer = cls(config, data=data, progress=progress, out=run_dir, dist=dist,
                       device=device, callbacks=callbacks, _arms=arms, _preprocess=ckpt.preprocess)
+        saved_vocab = ckpt.vocab
+        if saved_vocab is not None and (trainer.text is None
+                                        or trainer.text.vocab != saved_vocab):
+            raise CheckpointError(
+                f"{run_dir}: the run was trained on {ckpt.meta['text'].get('name')!r} with a "
+                f"vocabulary of {len(saved_vocab)} tokens, but the text loaded now gives "
+                f"{'no text' if trainer.text is None else len(trainer.text.vocab)} (another "
+                "file, or another Python version's stdlib corpus); resume with the same text")
         trainer.epoch = ckpt.epoch
         trainer.metrics = list(ckpt.metrics)
         trainer.changes = list(ckpt.changes)
@@ -561,7 +622,13 @@ class Trainer:
 
     # -- one epoch ----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, dict]:
-        """One pass over the training data for every arm (same batches); returns loss/accuracy."""
+        """One pass over the training data for every arm (same batches); returns loss/accuracy.
+
+        For text: ``batches_per_epoch`` batches of ``batch_size`` random windows (the same for
+        every arm, drawn from ``(seed, "windows", epoch)``); the loss is the mean cross-entropy
+        per predicted character, and the record adds ``train_bpc``."""
+        if self.text is not None:
+            return self._train_text_epoch(epoch)
         n = self.x_train.shape[0]
         order = torch.randperm(n, generator=generator(self.config.seed, "shuffle", epoch))
         bs = self.config.batch_size
@@ -624,6 +691,66 @@ class Trainer:
                 bar.close()
         return stats
 
+    def _train_text_epoch(self, epoch: int) -> dict[str, dict]:
+        cfg = self.config
+        t_len, bs, n_batches = cfg.context_length, cfg.batch_size, cfg.batches_per_epoch
+        starts = random_starts(self.x_train.numel(), t_len, (n_batches, bs),
+                               generator(cfg.seed, "windows", epoch)).to(self.x_train.device)
+        n_tokens = n_batches * bs * t_len
+        bar = self._bar(n_batches)
+        stats = {}
+        world, rank = self.dist.world_size, self.dist.rank
+        try:
+            for arm in self.arms.values():
+                net, opt = arm.net, arm.optimizer
+                model = self._models[arm.name]  # the DDP wrapper in a multi-process run
+                net.train()
+                total, correct, seen = 0.0, 0, 0
+                if bar is not None:
+                    bar.reset(total=n_batches)
+                    bar.set_description(f"epoch {epoch + 1}/{cfg.epochs} {arm.name}")
+                for i in range(n_batches):
+                    idx = starts[i]
+                    # the summed loss over this rank's chunk, scaled to the mean over the global
+                    # batch's characters (DDP then averages the ranks' gradients)
+                    scale = world / (len(idx) * t_len)
+                    if self.dist.enabled:
+                        idx = torch.tensor_split(idx, world)[rank]
+                    xb, yb = windows(self.x_train, idx, t_len)  # (b, T) each
+                    out = model(xb)  # (b, T, V)
+                    ce_sum = sequence_loss(out, yb, "sum")
+                    loss = _with_penalty(ce_sum * scale, net)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(ce_sum.detach())
+                    correct += int((out.detach().argmax(-1) == yb).sum())
+                    if bar is not None:
+                        seen += yb.numel()
+                        bar.set_postfix(bpc=f"{total / seen / math.log(2):.3f}", refresh=False)
+                        bar.update(1)
+                del out, loss, ce_sum  # no live graph across a structural change
+                if self.dist.enabled:
+                    total, summed = self.dist.all_reduce_sum([total, float(correct)])
+                    correct = int(round(summed))
+                stats[arm.name] = {"train_loss": total / n_tokens,
+                                   "train_bpc": total / n_tokens / math.log(2),
+                                   "train_accuracy": correct / n_tokens}
+        finally:
+            if bar is not None:
+                bar.close()
+        return stats
+
+    def _bar(self, n_batches: int):
+        """A tqdm bar of ``n_batches`` when progress is on and tqdm is installed, else None."""
+        if not self.progress:
+            return None
+        try:
+            from tqdm import tqdm  # imported here: tqdm comes with the [cli] extra
+        except ModuleNotFoundError:  # without it: no progress bar
+            return None
+        return tqdm(total=n_batches, unit="batch", leave=False, dynamic_ncols=True)
+
     def _guard(self, arm: Arm, epoch: int) -> Callable[[StructuralChange], None]:
         """Measure each change on the probe batch; refuse it when over the tolerance.
 
@@ -635,7 +762,10 @@ class Trainer:
         def guard(change: StructuralChange) -> None:
             wall = time.perf_counter() - state["t0"]
             after = logits_of(arm.net, self.probe)
-            fc = compare_logits(state["before"], after)
+            if self.text is not None:  # one row per predicted character: KL per token
+                fc = compare_logits(token_logits(state["before"]), token_logits(after))
+            else:
+                fc = compare_logits(state["before"], after)
             record = {
                 "epoch": epoch + 1, "arm": arm.name, "op": change.op, "layer": change.layer,
                 "space": change.space, "n": change.n, "width_before": change.width_before,
@@ -650,7 +780,7 @@ class Trainer:
                 self.changes.append(record)
                 self._emit("on_change", record)
                 state["t0"] = time.perf_counter()
-                where = (f"hidden layer {change.layer}" if is_library_model(arm.net)
+                where = (f"hidden layer {change.layer}" if is_chain_model(arm.net)
                          else f"hidden space {change.space!r}")
                 raise ChangeRefused(f"{change.op} of {change.n} neuron(s) in {where}: "
                                     f"eps_scaled {fc.eps_scaled:.3g}% > tolerance {tol}%",
@@ -746,6 +876,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, arm: Arm) -> dict:
+        """``test_loss`` and ``test_accuracy`` on the test set; for text, on every held-out
+        window, with ``test_bpc`` (:func:`~isoplastic.train.lm.evaluate_text`)."""
+        if self.text is not None:
+            return evaluate_text(arm.net, self.x_test, self.y_test)
         out = logits_of(arm.net, self.x_test)
         return {"test_loss": float(F.cross_entropy(out, self.y_test)),
                 "test_accuracy": float((out.argmax(1) == self.y_test).double().mean())}
@@ -762,7 +896,7 @@ class Trainer:
             named = named_spectra(arm.net)
             rec = {**stats[arm.name], **self.evaluate(arm), "widths": hidden_widths(arm.net),
                    "singular_values": list(named.values())}
-            if not is_library_model(arm.net):  # the space names, in the order of the lists
+            if not is_chain_model(arm.net):  # the space names, in the order of the lists
                 rec["spaces"] = list(named)
             norm = psi_norm(arm.net)
             if norm is not None:
@@ -772,6 +906,8 @@ class Trainer:
                           "n_refused": sum(c["refused"] for c in new)}
             else:
                 record[arm.name] = rec
+        if self.text is not None:  # the reference line of the bits-per-character curves
+            record["unigram_bpc"] = self.text.unigram_bpc
         record["train_time"] = t_train
         record["epoch_time"] = time.perf_counter() - t0
         if self.dist.enabled:
@@ -814,7 +950,16 @@ class Trainer:
                         changes=self.changes, metrics=self.metrics,
                         extra={"world_size": self.dist.world_size, "backend": self.dist.backend}
                         if self.dist.enabled else None, preprocess=self.preprocess,
-                        user_info={"input_shape": list(self.x_train.shape[1:])})
+                        user_info={"input_shape": list(self.x_train.shape[1:])},
+                        text=None if self.text is None else self.text_info())
+
+    def text_info(self) -> dict:
+        """The checkpoint's ``"text"`` entry: vocabulary, corpus and unigram figures."""
+        assert self.text is not None
+        return {"vocab": self.text.vocab.chars, "name": self.text.name,
+                "unigram_bpc": self.text.unigram_bpc,
+                "unigram_test_bpc": self.text.unigram_test_bpc,
+                "n_train": int(self.text.train.numel()), "n_test": int(self.text.test.numel())}
 
     def run(self, until: int | None = None) -> RunResult:
         """Train until ``until`` (default ``config.epochs``) epochs are complete."""
