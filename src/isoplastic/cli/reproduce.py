@@ -1,5 +1,9 @@
 """``isoplastic reproduce EXP``: run the paper's experiments by one command.
 
+``transformer`` (not part of ``all``) compares fixed and adaptive isotropic transformers with a
+standard pre-LayerNorm GELU transformer of the same size on character-level language modelling
+(:mod:`isoplastic.experiments.exp7_transformer`).
+
 Each experiment writes ``OUT/EXP/results.json`` (every number, mean ± SE over repeats),
 ``OUT/EXP/table.md`` (the paper's table shape) and PNG figures; ``all`` runs every experiment
 and writes ``OUT/REPORT.md`` (the §21 claims against our figures).
@@ -15,16 +19,19 @@ from pathlib import Path
 import click
 
 NAMES = ("timing", "invariance", "spectra", "tasks", "abundance", "sparsify", "compare")
+#: Experiments beyond the paper's, run by name only (not by ``all``).
+EXTRA = ("transformer",)
 
 
 @click.command("reproduce")
-@click.argument("experiment", type=click.Choice([*NAMES, "all"]))
+@click.argument("experiment", type=click.Choice([*NAMES, *EXTRA, "all"]))
 @click.option("--scale", type=click.Choice(["quick", "paper", "tiny"]), default="quick",
               show_default=True, help="quick: offline, minutes on a CPU; paper: the paper's "
                                       "architectures/epochs/repeats (needs --data-dir); tiny: "
                                       "seconds (tests).")
 @click.option("--dataset", default=None,
-              help="Override the data set of single-data-set experiments (e.g. fashion-mnist).")
+              help="Override the data set of single-data-set experiments (e.g. fashion-mnist; "
+                   "for transformer a UTF-8 text file).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Directory with MNIST / Fashion-MNIST / EMNIST / CIFAR files.")
 @click.option("--out", type=click.Path(file_okay=False), default="reproduce", show_default=True,

@@ -16,6 +16,7 @@ MODULES: dict[str, str] = {
     "abundance": "exp4_abundance",
     "sparsify": "exp5_sparsify",
     "compare": "exp6_compare",
+    "transformer": "exp7_transformer",
 }
 SCALES = ("quick", "paper", "tiny")
 

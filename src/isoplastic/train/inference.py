@@ -15,6 +15,10 @@ computed::
     logits = net(z)                    # CNN (C, H, W)
 
 so its test accuracy on the raw test inputs equals the one the run reported.
+
+A language-model run (``--model transformer``) loads as a :class:`TextModel`: the trained
+transformer with the run's character vocabulary (saved in the checkpoint), taking token ids or
+raw text, and a small sampler (:meth:`TextModel.generate`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from ..data import Standardisation
+from ..text import Vocabulary
 from .checkpoint import CheckpointError, load_checkpoint
 
 
@@ -104,8 +109,75 @@ class TrainedModel(nn.Module):
         return self(x).argmax(dim=1)
 
 
+class TextModel(nn.Module):
+    """A trained character-level language model with its vocabulary.
+
+    Args:
+        net: the trained :class:`~isoplastic.IsotropicTransformer`.
+        vocab: the run's :class:`~isoplastic.text.Vocabulary` (token 0: unknown character).
+
+    ``forward(tokens)``: ``(batch, T)`` long ids, ``T ≤ context_length`` → logits
+    ``(batch, T, V)``; position ``t`` predicts the character after ``t``. ``forward`` also takes
+    a ``str`` (encoded, one sequence; its last ``context_length`` characters are used).
+
+    Example:
+        >>> model = isoplastic.load("runs/text")                   # doctest: +SKIP
+        >>> model.generate("def ", 40, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    """
+
+    def __init__(self, net: nn.Module, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.net = net
+        self.vocab = vocab
+        self.context_length = int(net.context_length)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """``(1, len(text))`` token ids of ``text`` (unseen characters: token 0)."""
+        return self.vocab.encode(text)[None]
+
+    def decode(self, tokens: torch.Tensor) -> str:
+        return self.vocab.decode(tokens)
+
+    def _device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def forward(self, tokens: torch.Tensor | str) -> torch.Tensor:
+        if isinstance(tokens, str):
+            if not tokens:
+                raise ValueError("TextModel: empty text; pass at least one character")
+            tokens = self.encode(tokens[-self.context_length:])
+        return self.net(tokens.to(self._device()))
+
+    @torch.no_grad()
+    def generate(self, prompt: str, n: int, *, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> str:
+        """``prompt`` followed by ``n`` sampled characters (each from the softmax of the last
+        position's logits divided by ``temperature``; ``0``: the most likely character; the
+        unknown token is never sampled). The context is the last ``context_length``
+        characters."""
+        if not prompt:
+            raise ValueError("TextModel.generate: give a prompt of at least one character")
+        if temperature < 0:
+            raise ValueError(f"TextModel.generate: temperature={temperature} must be >= 0")
+        tokens = self.encode(prompt)
+        out = []
+        for _ in range(int(n)):
+            logits = self.net(tokens[:, -self.context_length:].to(self._device()))[0, -1]
+            logits = logits.double().cpu()
+            logits[0] = -float("inf")  # never the unknown character
+            if temperature == 0:
+                nxt = int(logits.argmax())
+            else:
+                probs = torch.softmax(logits / temperature, dim=0)
+                nxt = int(torch.multinomial(probs, 1, generator=generator))
+            out.append(nxt)
+            tokens = torch.cat([tokens, torch.tensor([[nxt]])], dim=1)
+        return prompt + self.vocab.decode(out)
+
+
 def load(run_dir: str | Path, arm: str = "adaptive", *, model: nn.Module | None = None,
-         device: str | torch.device = "cpu", recompute: bool = False) -> TrainedModel:
+         device: str | torch.device = "cpu", recompute: bool = False
+         ) -> TrainedModel | TextModel:
     """The trained model of an ``isoplastic train`` run, ready for raw inputs, in eval mode.
 
     Args:
@@ -126,6 +198,8 @@ def load(run_dir: str | Path, arm: str = "adaptive", *, model: nn.Module | None 
     Returns:
         A :class:`TrainedModel` (an ``nn.Module`` in eval mode): raw ``(N, *input_shape)`` ->
         logits ``(N, n_classes)``; ``.net`` is the trained network, ``.predict(x)`` the labels.
+        For a language-model run, a :class:`TextModel` (tokens or text -> logits,
+        ``.generate``).
 
     Example:
         >>> model = isoplastic.load("runs/demo")        # doctest: +SKIP
@@ -135,6 +209,9 @@ def load(run_dir: str | Path, arm: str = "adaptive", *, model: nn.Module | None 
     if arm not in ckpt.nets:
         raise CheckpointError(f"{run_dir}: no arm {arm!r}; this run has "
                               f"{', '.join(map(repr, ckpt.nets))}")
+    vocab = ckpt.vocab
+    if vocab is not None:
+        return TextModel(ckpt.nets[arm], vocab).to(device).eval()
     stats = ckpt.preprocess
     if stats is False:
         if not recompute:
@@ -160,4 +237,4 @@ def load(run_dir: str | Path, arm: str = "adaptive", *, model: nn.Module | None 
     return model.to(device).eval()
 
 
-__all__ = ["TrainedModel", "load"]
+__all__ = ["TextModel", "TrainedModel", "load"]

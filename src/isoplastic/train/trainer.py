@@ -64,6 +64,7 @@ from ..nn.chain import AffineChain
 from ..nn.conv import IsotropicCNN
 from ..nn.transformer import IsotropicTransformer
 from ..ops.diagonalise import singular_values
+from ..text import TextData, load_text
 from ..topology.policies import (
     AbstractPolicy,
     ChangeRefused,
@@ -72,7 +73,6 @@ from ..topology.policies import (
     WidthSchedule,
 )
 from ..topology.record import StructuralChange
-from ..text import TextData, load_text
 from ..verify import compare_logits
 from .checkpoint import (
     CheckpointError,
