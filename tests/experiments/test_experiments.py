@@ -167,6 +167,22 @@ def test_compare(out):
     assert r["n_cells"] == len(r["cells"])
 
 
+def test_transformer(out):
+    r = _run("transformer", out)
+    models = r["models"]
+    fixed, adaptive = models["fixed isotropic"], models["adaptive isotropic"]
+    standard = models["standard (pre-LN GELU)"]
+    # the standard model is sized to the fixed isotropic one (to one FFN unit per block)
+    cfg = r["config"]
+    assert abs(standard["params"] - fixed["params"]) <= cfg["n_layers"] * (2 * cfg["d_model"] + 1)
+    assert fixed["ffn_widths"] == [cfg["d_ff"]] * cfg["n_layers"]
+    assert adaptive["ffn_widths"] == r["curves"]["widths"][-1]
+    assert r["curves"]["fixed"][-1] == fixed["test_bpc"]
+    assert r["data"]["unigram_bpc"] > 0 and len(r["curves"]["standard"]) == cfg["epochs"]
+    assert r["changes"]["max_eps_growth"] is None or r["changes"]["max_eps_growth"] <= 1e-4
+    assert r["removal_checks"] and all(c["within_bound"] for c in r["removal_checks"])
+
+
 def test_report_and_cli(out, tmp_path):
     from click.testing import CliRunner
 

@@ -11,8 +11,9 @@ import click
               help="Print at most this many (most recent) structural changes.")
 def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
     """Print the architecture, a singular-value summary and the change log of a run."""
+    from ..core.model import hidden_spaces
     from ..ops.diagonalise import singular_values
-    from ..train.checkpoint import CheckpointError, load_checkpoint
+    from ..train.checkpoint import CheckpointError, is_chain_model, load_checkpoint
 
     try:
         ckpt = load_checkpoint(run_dir)
@@ -32,22 +33,32 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
     for arm, net in ckpt.nets.items():
         arch = net.config()
         n_params = sum(p.numel() for p in net.parameters())
-        click.echo(f"  {arm}: {net.kind}, widths {net.widths}  intrinsic_length "
+        widths = (net.widths if is_chain_model(net)
+                  else {name: sp.size for name, sp in hidden_spaces(net).items()})
+        click.echo(f"  {arm}: {net.kind}, widths {widths}  intrinsic_length "
                    f"{arch['intrinsic_length']}  psi {arch['psi']}  parameters {n_params}")
     click.echo("spectra (adaptive):")
     net = ckpt.nets["adaptive"]
-    for k in range(net.n_hidden):
-        s = singular_values(net, k)
+    for k, (name, space) in enumerate(hidden_spaces(net).items()):
+        s = singular_values(net, name)
         scaffold = int((s <= cfg.threshold).sum())
-        click.echo(f"  hidden {k}: width {s.numel()}  sigma max {float(s.max()):.4g}  "
+        label = f"hidden {k}" if is_chain_model(net) else name
+        o = "" if space.activation is None else f"  o = {float(space.activation.o):.4g}"
+        click.echo(f"  {label}: width {s.numel()}  sigma max {float(s.max()):.4g}  "
                    f"median {float(s.median()):.4g}  min {float(s.min()):.4g}  "
-                   f"<= tau: {scaffold}  o = {float(net.activations[k].o):.4g}")
+                   f"<= tau: {scaffold}{o}")
     metrics = ckpt.metrics
     if metrics:
         last = metrics[-1]
-        line = f"epoch {last['epoch']}: test accuracy {100 * last['test_accuracy']:.2f} %"
-        if "control" in last:
-            line += f" (control {100 * last['control']['test_accuracy']:.2f} %)"
+        if "test_bpc" in last:
+            line = f"epoch {last['epoch']}: held-out bits per character {last['test_bpc']:.3f}"
+            if "control" in last:
+                line += f" (control {last['control']['test_bpc']:.3f})"
+            line += f"; unigram entropy {last['unigram_bpc']:.3f}"
+        else:
+            line = f"epoch {last['epoch']}: test accuracy {100 * last['test_accuracy']:.2f} %"
+            if "control" in last:
+                line += f" (control {100 * last['control']['test_accuracy']:.2f} %)"
         click.echo(line)
     changes = ckpt.changes
     click.echo(f"change log ({len(changes)} changes):")
@@ -63,8 +74,10 @@ def inspect_cmd(run_dir: str, max_changes: int | None) -> None:
         if c["op"] == "neurodegeneration":
             predicted = (f"  bound {c.get('predicted_bound', 0.0):.3g}  offset "
                          f"{_fmt_offset(c.get('predicted_offset'))}")
-        click.echo(f"  epoch {c['epoch']:4d}  {c['op']:<17s} layer {c['layer']}  n {c['n']:3d}  "
-                   f"widths {c['widths'][1:-1]}  eps_scaled {c['eps_scaled']:.3g} %  "
+        where, widths = ((f"layer {c['layer']}", c["widths"][1:-1]) if is_chain_model(net)
+                         else (f"space {c['space']}", c["widths"]))
+        click.echo(f"  epoch {c['epoch']:4d}  {c['op']:<17s} {where}  n {c['n']:3d}  "
+                   f"widths {widths}  eps_scaled {c['eps_scaled']:.3g} %  "
                    f"kl {c['kl']:.3g}{predicted}  {1000 * c['wall_time']:.1f} ms{flag}")
 
 
