@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..activations import AbstractRadialProfile
+from ..core.space import Axis, HiddenSpace
+from ..errors import TopologyError
 from .residual import IsotropicFFN, IsotropicNorm
 
 __all__ = ["CausalSelfAttention", "IsotropicTransformer", "TransformerBlock"]
@@ -197,6 +199,7 @@ class IsotropicTransformer(nn.Module):
             self.unembed.bias.zero_()
         if dtype is not None:
             self.to(dtype)
+        self.check_invariants()
 
     @property
     def d_model(self) -> int:
@@ -225,6 +228,72 @@ class IsotropicTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.unembed(self.norm(x))  # (B, T, V)
+
+    # -- the residual stream ---------------------------------------------------------------------
+    def stream_space(self) -> HiddenSpace:
+        r"""The residual stream as a free-standing :class:`~isoplastic.core.HiddenSpace` (width
+        ``d``; not listed by :func:`~isoplastic.hidden_spaces`, so model-wide operations such as
+        :func:`~isoplastic.neuroadapt` leave it alone).
+
+        Its axes: the columns of ``tok_emb``, ``pos_emb`` (written), of every attention and FFN
+        output map with their biases and the FFN's last ψ (written), and of every map reading the
+        stream (queries, keys, values, each FFN's first map, ``unembed``). Every normaliser is
+        isotropic, so (docs/transformers.md):
+
+        * ``space.rotate(R, optimizer)`` is exact for every orthogonal ``R``;
+        * ``space.insert(n, optimizer)`` is exact: the new coordinates are written zero by every
+          writer, stay zero, and leave every norm unchanged (whatever the readers' new columns
+          hold: ``init={"outgoing": ...}`` may set them);
+        * ``space.remove(indices)`` is *not* compensated: the removed coordinates' values are
+          lost, in every later block and in the norms. It is exact only for coordinates that no
+          writer touches (zero embedding columns, output rows, biases and ψ entries).
+
+        Example:
+            >>> import torch, isoplastic as ip
+            >>> net = ip.IsotropicTransformer(20, 8, 2, 2, 16, 6).eval()
+            >>> tokens = torch.randint(0, 20, (2, 6))
+            >>> before = net(tokens)
+            >>> net.stream_space().insert(4)
+            >>> net.d_model, bool((net(tokens) - before).abs().max() < 1e-6)
+            (12, True)
+        """
+        axes = [Axis(self.tok_emb, "weight", 1, "incoming"),
+                Axis(self.pos_emb, "weight", 1, "incoming")]
+        for block in self.blocks:
+            attn, ffn = block.attn, block.ffn
+            axes += [Axis(attn.query, "weight", 1, "outgoing"),
+                     Axis(attn.key, "weight", 1, "outgoing"),
+                     Axis(attn.value, "weight", 1, "outgoing"),
+                     Axis(attn.out, "weight", 0, "incoming"), Axis(attn.out, "bias", 0, "bias")]
+            axes += ffn.stream_space().axes
+        axes.append(Axis(self.unembed, "weight", 1, "outgoing"))
+        return HiddenSpace("residual stream", axes, block=self)
+
+    def sync_shapes(self) -> None:
+        """Refresh the size attributes of every layer after a change of the stream's width."""
+        self.tok_emb.embedding_dim = self.pos_emb.embedding_dim = self.d_model
+        for block in self.blocks:
+            for lin in (block.attn.query, block.attn.key, block.attn.value, block.attn.out):
+                lin.out_features, lin.in_features = lin.weight.shape
+            block.ffn.sync_shapes()
+        self.unembed.out_features, self.unembed.in_features = self.unembed.weight.shape
+
+    def check_invariants(self) -> None:
+        """Raise :class:`~isoplastic.TopologyError` unless every map agrees on the stream width."""
+        self.sync_shapes()
+        d = self.d_model
+        widths = {"pos_emb": self.pos_emb.weight.shape[1],
+                  "unembed": self.unembed.weight.shape[1]}
+        for i, block in enumerate(self.blocks):
+            block.ffn.check_invariants()
+            widths[f"blocks.{i}.ffn"] = block.ffn.widths[0]
+            for name in ("query", "key", "value"):
+                widths[f"blocks.{i}.attn.{name}"] = getattr(block.attn, name).weight.shape[1]
+            widths[f"blocks.{i}.attn.out"] = block.attn.out.weight.shape[0]
+        bad = {k: v for k, v in widths.items() if v != d}
+        if bad:
+            raise TopologyError(f"IsotropicTransformer: the residual stream has width {d} "
+                                f"(tok_emb) but {bad}")
 
     def psi_penalty(self) -> Tensor:
         """Sum of the FFNs' ψ penalties (add it to the training loss)."""
