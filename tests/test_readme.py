@@ -28,6 +28,11 @@ NOT_RUN = {
     "torchrun --standalone --nproc_per_node 2 -m isoplastic train --out runs/ddp":
         "two processes, 300 epochs; tests/distributed",
     "isoplastic inspect runs/demo": "needs the demo run; inspect is tested in test_cli.py",
+    "isoplastic train --model transformer --out runs/text":
+        "about ten minutes; tests/test_cli_text.py runs the same command on a small text",
+    "isoplastic train --model transformer --dataset FILE.txt --out runs/mytext":
+        "needs the reader's file; tests/test_cli_text.py trains on a text file",
+    "isoplastic reproduce transformer --out reproduce": "minutes; tests/experiments",
 }
 
 RUNNER = """
