@@ -10,7 +10,9 @@ widths; for a user's own model, which no class name can rebuild, ``{"kind": "use
 width of every hidden space by name and the names of the parameters in each optimizer group),
 the optimizer's hyper-parameters and non-tensor state, the
 :class:`~isoplastic.train.config.TrainConfig`, the epoch, the RNG states, the change log, the
-metrics so far and the sha256 of the safetensors file, which is verified on load.
+metrics so far and the sha256 of the safetensors file, which is verified on load. A
+language-model run adds ``"text"``: its character vocabulary (:class:`~isoplastic.text.Vocabulary`)
+and the corpus's unigram figures.
 
 Writing is atomic: both files are first written to temporary files in the same directory and
 fsync'ed, then moved into place with :func:`os.replace` (tensors first, the JSON last: the JSON
