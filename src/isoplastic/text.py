@@ -12,8 +12,8 @@ Sources (``name`` of :func:`load_text`):
     order), then the source of the pure-Python standard-library modules of
     :data:`STDLIB_MODULES`, in that order, each one document, until :data:`STDLIB_CHARS`
     (one million) characters are reached (the last document is cut there). The corpus is
-    deterministic for a given Python version; its size and content differ between versions
-    (``pydoc_data.topics`` holds about 0.47 MB on 3.11 and 0.75 MB on 3.13, so more or fewer
+    deterministic for a given Python version; its content differs between versions
+    (``pydoc_data.topics`` holds about 0.47 MB on 3.11 and grows in later versions, so fewer
     modules follow), and a module missing from a stripped installation is skipped.
     :attr:`TextData.documents` lists what was used.
 
