@@ -181,6 +181,7 @@ def test_transformer(out):
     assert r["data"]["unigram_bpc"] > 0 and len(r["curves"]["standard"]) == cfg["epochs"]
     assert r["changes"]["max_eps_growth"] is None or r["changes"]["max_eps_growth"] <= 1e-4
     assert r["removal_checks"] and all(c["within_bound"] for c in r["removal_checks"])
+    assert r["growth_checks"] and all(c["eps_scaled"] <= 1e-4 for c in r["growth_checks"])
 
 
 def test_report_and_cli(out, tmp_path):

@@ -13,6 +13,9 @@ StandardTransformer`, FFN width solved to match the fixed isotropic model's para
 then sees exactly the same windows (the trainer's per-epoch generator) with the same optimizer
 settings, and is evaluated on the same held-out windows.
 
+Growth check: the same copies gain ``n`` neurons (:func:`isoplastic.neurogenesis`) instead; the
+float32 change of the logits on the probe (per token).
+
 Removal check: on the trained adaptive model, for every FFN space and every ``n`` of
 ``removal_counts``, a copy loses its ``n`` weakest neurons (:func:`isoplastic.neurodegeneration`)
 and the change of the FFN branch output at every held-out token of the probe,
@@ -35,6 +38,7 @@ from ..nn.standard_transformer import (
     matching_d_ff,
     standard_parameter_count,
 )
+from ..topology.grow import neurogenesis
 from ..topology.shrink import neurodegeneration
 from ..train.checkpoint import make_optimizer
 from ..train.config import TrainConfig
@@ -166,6 +170,25 @@ def _removal_checks(net, probe: torch.Tensor, x_test, y_test, counts: list[int])
     return rows
 
 
+def _growth_checks(net, probe: torch.Tensor, counts: list[int], seed: int) -> list[dict]:
+    """Grow ``n`` neurons in each FFN space of a copy of the trained ``net`` (float32); the
+    function change of the logits on the probe, per token."""
+    rows = []
+    with torch.no_grad():
+        net.eval()
+        before = net(probe)
+    for name in hidden_spaces(net):
+        for n in counts:
+            twin = copy.deepcopy(net)
+            change = neurogenesis(twin, name, n, generator=generator(seed, "check-grow", name, n))
+            with torch.no_grad():
+                fc = compare_logits(before.reshape(-1, before.shape[-1]),
+                                    twin(probe).reshape(-1, before.shape[-1]))
+            rows.append({"space": name, "n": n, "width_after": change.width_after,
+                         "eps_scaled": fc.eps_scaled, "kl": fc.kl, "max_abs": fc.max_abs})
+    return rows
+
+
 def run(config: Config, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)
@@ -188,6 +211,7 @@ def run(config: Config, out_dir: str | Path) -> dict:
     standard, std_hist, std_wall = _train_standard(config, tcfg, data, x_test, y_test, d_ff_std)
     probe = x_test[: config.probe_windows]
     removals = _removal_checks(adaptive, probe, x_test, y_test, config.removal_counts)
+    growths = _growth_checks(adaptive, probe, config.removal_counts, config.seed)
 
     last = result.metrics[-1]
     applied = [c for c in result.changes if not c["refused"]]
@@ -222,6 +246,7 @@ def run(config: Config, out_dir: str | Path) -> dict:
                     "max_eps_growth": max((c["eps_scaled"] for c in grow), default=None),
                     "max_eps_shrink": max((c["eps_scaled"] for c in shrink), default=None)},
         "removal_checks": removals,
+        "growth_checks": growths,
         "wall_time_s": {"isotropic_pair": iso_wall, "standard": std_wall},
     }
     rows = [[name, f"{m['params']:,}", f"{m['test_bpc']:.3f}", f"{m['train_bpc']:.3f}",
@@ -240,7 +265,11 @@ def run(config: Config, out_dir: str | Path) -> dict:
                    f"{r['max_observed']:.3g}", f"{r['max_allowed']:.3g}",
                    "exact" if r["max_ratio"] is None else f"{r['max_ratio']:.3g}",
                    r["within_bound"], f"{r['test_bpc_after']:.3f}"]
-                  for r in removals]))
+                  for r in removals])
+             + "\n\nGrowth on the trained adaptive model (float32, logits on the probe)\n\n"
+             + md_table(["space", "n", "eps_scaled (%)", "KL per token", "max |Δlogit|"],
+                        [[r["space"], r["n"], f"{r['eps_scaled']:.3g}", f"{r['kl']:.3g}",
+                          f"{r['max_abs']:.3g}"] for r in growths]))
     results["figures"] = _plot(results, out_dir)
     return write_results(out_dir, results, table)
 
