@@ -35,6 +35,15 @@ def test_shapes_names_and_config_round_trip():
     assert torch.equal(twin(tokens), net(tokens))
 
 
+def test_ffns_with_several_inner_layers():
+    net = small(d_ff=[[6, 5], 7])
+    assert list(ip.hidden_spaces(net)) == ["blocks.0.ffn.0", "blocks.0.ffn.1", "blocks.1.ffn.0"]
+    assert net.ffn_widths == [[6, 5], 7] == net.config()["d_ff"]
+    ip.neurogenesis(net, "blocks.0.ffn.1", 2)
+    assert ip.IsotropicTransformer(**net.config()).ffn_widths == [[6, 7], 7]
+    assert net(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 23)
+
+
 def test_construction_is_reproducible_from_the_generator():
     a, b = small(), small()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):

@@ -28,6 +28,7 @@ other map acts per position).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -118,8 +119,11 @@ class IsotropicTransformer(nn.Module):
         d_model: residual-stream width ``d``.
         n_layers: number of blocks ``L``.
         n_heads: attention heads per block.
-        d_ff: FFN inner width, one for every block or a list of ``L`` (the current widths, as
-            :meth:`config` returns them).
+        d_ff: FFN inner width: one for every block, or a list of ``L`` entries (the current
+            widths, as :meth:`config` returns them), each an inner width or a list of inner
+            widths (an FFN with several inner layers: ``x + MLP(n(x))``, one hidden space each).
+            One inner layer computes ``g(u)·(M u + c) + b`` with a scalar gain ``g``, whatever
+            its width (docs/transformers.md); deeper FFNs are more expressive.
         context_length: the longest sequence (size of the position embedding).
         head_dim: width of each attention head (default ``d_model // n_heads``).
         intrinsic_length, psi, init, eps, profile, psi_decay, small_ball: passed to every
@@ -157,7 +161,7 @@ class IsotropicTransformer(nn.Module):
         d_model: int,
         n_layers: int,
         n_heads: int,
-        d_ff: int | Sequence[int],
+        d_ff: int | Sequence[int | Sequence[int]],
         context_length: int,
         *,
         head_dim: int | None = None,
@@ -177,7 +181,7 @@ class IsotropicTransformer(nn.Module):
             raise ValueError(
                 f"IsotropicTransformer(vocab_size={vocab_size}, d_model={d_model}, n_layers="
                 f"{n_layers}, context_length={context_length}): every size must be >= 1")
-        widths = [int(d_ff)] * n_layers if isinstance(d_ff, (int, float)) else [int(w) for w in d_ff]
+        widths = [int(d_ff)] * n_layers if isinstance(d_ff, numbers.Integral) else list(d_ff)
         if len(widths) != n_layers:
             raise ValueError(f"IsotropicTransformer: d_ff={list(widths)} gives {len(widths)} FFN "
                              f"widths for n_layers={n_layers}; give one width or one per block")
@@ -206,9 +210,11 @@ class IsotropicTransformer(nn.Module):
         return int(self.tok_emb.weight.shape[1])
 
     @property
-    def ffn_widths(self) -> list[int]:
-        """The current inner width of every block's FFN."""
-        return [int(b.ffn.widths[1]) for b in self.blocks]
+    def ffn_widths(self) -> list[int | list[int]]:
+        """The current inner width of every block's FFN (a list of widths for an FFN with
+        several inner layers)."""
+        return [b.ffn.widths[1] if b.ffn.n_hidden == 1 else b.ffn.widths[1:-1]
+                for b in self.blocks]
 
     def forward(self, tokens: Tensor) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
@@ -241,7 +247,8 @@ class IsotropicTransformer(nn.Module):
         isotropic, so (docs/transformers.md):
 
         * ``space.rotate(R, optimizer)`` is exact for every orthogonal ``R``;
-        * ``space.insert(n, optimizer)`` is exact: the new coordinates are written zero by every
+        * ``space.insert(n, optimizer)`` is exact (:meth:`grow_stream` draws the readers'
+          new columns at random): the new coordinates are written zero by every
           writer, stay zero, and leave every norm unchanged (whatever the readers' new columns
           hold: ``init={"outgoing": ...}`` may set them);
         * ``space.remove(indices)`` is *not* compensated: the removed coordinates' values are
@@ -268,6 +275,20 @@ class IsotropicTransformer(nn.Module):
             axes += ffn.stream_space().axes
         axes.append(Axis(self.unembed, "weight", 1, "outgoing"))
         return HiddenSpace("residual stream", axes, block=self)
+
+    def grow_stream(self, n: int, optimizer: torch.optim.Optimizer | None = None,
+                    generator: torch.Generator | None = None, std: float = INIT_STD) -> None:
+        """Append ``n`` residual-stream coordinates, exactly: zero in every writer (embeddings,
+        output maps, biases, ψ), ``N(0, std²)`` in every reader (so that gradients reach the
+        writers and the coordinates can come alive). The values are drawn on the CPU generator
+        (reproducible across devices). One all-or-nothing change; ``optimizer`` is transported
+        (zero state for the new coordinates)."""
+        def draw(shape: torch.Size) -> Tensor:
+            w = self.tok_emb.weight
+            return (std * torch.randn(shape, generator=generator, dtype=torch.float64)).to(
+                dtype=w.dtype, device=w.device)
+
+        self.stream_space().insert(n, optimizer, init={"outgoing": draw})
 
     def sync_shapes(self) -> None:
         """Refresh the size attributes of every layer after a change of the stream's width."""
