@@ -6,7 +6,8 @@ non-zero), runs each operation on a fresh copy in each dtype and prints one mark
 operation: the relative logit error ``max|Δ|/max|z|``, ``ε_scaled`` (percent, per token) and the
 KL divergence per token, on 8 sequences of 32 random tokens. The removal rows also give the
 largest measured change of the FFN's output against the library's predicted bound (per token).
-Usage: ``python scripts/transformer_errors.py`` (a few seconds on one CPU thread).
+The value-space rows use the same model with ``value_dims=16`` (every head's value space a
+hidden space). Usage: ``python scripts/transformer_errors.py`` (a few seconds on one thread).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from isoplastic.testing import relative_change
 NAMES = ("blocks.0.ffn.0", "blocks.1.ffn.0")
 
 
-def build(dtype: torch.dtype) -> ip.IsotropicTransformer:
+def build(dtype: torch.dtype, value_dims: int | None = None) -> ip.IsotropicTransformer:
     gen = torch.Generator().manual_seed(0)
     net = ip.IsotropicTransformer(96, 64, 2, 4, 256, 32, intrinsic_length="constant",
-                                  psi="trainable", dtype=torch.float64, generator=gen)
+                                  psi="trainable", value_dims=value_dims, dtype=torch.float64,
+                                  generator=gen)
     with torch.no_grad():
         for block in net.blocks:
             for lin in block.ffn.linears:
@@ -69,6 +71,18 @@ def rotate(net: ip.IsotropicTransformer) -> None:
         ip.reparameterise(net, name, ip.random_orthogonal(256, generator=gen, dtype=dtype))
 
 
+def value_spaces(net: ip.IsotropicTransformer) -> list[str]:
+    return [name for name in ip.hidden_spaces(net) if ".attn." in name]
+
+
+def rotate_values(net: ip.IsotropicTransformer) -> None:
+    gen = torch.Generator().manual_seed(5)
+    for name in value_spaces(net):
+        size = ip.hidden_spaces(net)[name].size
+        ip.reparameterise(net, name, ip.random_orthogonal(size, generator=gen,
+                                                          dtype=net.tok_emb.weight.dtype))
+
+
 OPERATIONS = {
     "reparameterise (random R, every FFN)": rotate,
     "left_diagonalise (every FFN)": lambda n: [ip.left_diagonalise(n, k) for k in NAMES],
@@ -81,7 +95,11 @@ OPERATIONS = {
                              dtype=n.tok_emb.weight.dtype)),
     "stream growth (+16 coordinates)": lambda n: n.grow_stream(
         16, generator=torch.Generator().manual_seed(4)),
+    "value spaces: reparameterise (every head)": rotate_values,
+    "value spaces: neurogenesis (+4, every head)": lambda n: [
+        ip.neurogenesis(n, k, 4) for k in value_spaces(n)],
 }
+VALUE_OPS = {k for k in OPERATIONS if k.startswith("value spaces")}
 
 
 def probe() -> torch.Tensor:
@@ -95,7 +113,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for what, op in OPERATIONS.items():
         for dtype in (torch.float32, torch.float64):
-            net = build(dtype)
+            net = build(dtype, 16 if what in VALUE_OPS else None)
             with torch.no_grad():
                 before = net(tokens)
             op(net)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 import isoplastic as ip
 from isoplastic.core import optim_state as ostate
 from isoplastic.export import compile_sparse
+from isoplastic.nn.attention import ValueSpaceAttention
 from isoplastic.testing import FLOAT_TOLERANCE, assert_function_preserved, relative_change
 from isoplastic.testing.strategies import INTRINSIC_LENGTH_MODES, PSI_MODES
 
@@ -56,7 +57,10 @@ def randomise(model: nn.Module, gen: torch.Generator) -> None:
         if isinstance(mod, nn.Linear):
             mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen, dtype=DT)
                              * (1.5 / math.sqrt(mod.weight.shape[1])))
-            mod.bias.copy_(0.5 * torch.randn(mod.bias.shape, generator=gen, dtype=DT))
+            if mod.bias is not None:
+                mod.bias.copy_(0.5 * torch.randn(mod.bias.shape, generator=gen, dtype=DT))
+        elif isinstance(mod, ValueSpaceAttention):
+            mod.out_bias.copy_(0.5 * torch.randn(mod.out_bias.shape, generator=gen, dtype=DT))
         elif isinstance(mod, nn.Embedding):
             mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen, dtype=DT))
         elif isinstance(mod, ip.IsotropicNorm):
@@ -105,7 +109,8 @@ def transformers(draw, dtype: torch.dtype = DT) -> Transformer:
     return Transformer(
         draw(st.integers(2, 9)), draw(st.integers(2, 6)), n_layers, n_heads,
         [draw(inner) for _ in range(n_layers)], draw(st.integers(1, 5)),
-        head_dim=draw(st.integers(1, 3)), psi=draw(st.sampled_from(PSI_MODES)),
+        head_dim=draw(st.integers(1, 3)), value_dims=draw(st.one_of(st.none(), st.integers(1, 3))),
+        psi=draw(st.sampled_from(PSI_MODES)),
         intrinsic_length=draw(st.sampled_from(INTRINSIC_LENGTH_MODES)),
         seed=draw(st.integers(0, 2**20)), dtype=dtype)
 
@@ -122,9 +127,10 @@ def residual_mlps(draw, dtype: torch.dtype = DT) -> ResidualMLP:
 
 
 def fixed_transformer(dtype: torch.dtype = DT, psi: str = "trainable",
-                      intrinsic_length: str = "trainable", seed: int = 4) -> Transformer:
+                      intrinsic_length: str = "trainable", seed: int = 4,
+                      value_dims: int | None = None) -> Transformer:
     return Transformer(11, 6, 2, 2, [[9, 7], 4], 5, psi=psi, intrinsic_length=intrinsic_length,
-                       seed=seed, dtype=dtype)
+                       seed=seed, dtype=dtype, value_dims=value_dims)
 
 
 def fixed_residual_mlp(dtype: torch.dtype = DT, seed: int = 6) -> ResidualMLP:
@@ -151,7 +157,8 @@ def test_conditional_operations_run_on_the_fixed_models(op):
     """Full diagonalisation applies between two inner spaces of one branch (3 such maps in the
     fixed residual MLP, 1 in the fixed transformer, none in a one-space FFN); removals run in
     every space."""
-    for model, maps in ((fixed_residual_mlp(), 3), (fixed_transformer(), 1)):
+    for model, maps in ((fixed_residual_mlp(), 3), (fixed_transformer(), 1),
+                        (fixed_transformer(value_dims=3), 1)):
         expected = maps if op == "full_diagonalise" else len(ip.hidden_spaces(model))
         assert check_op_on_every_name(model, op, "adamw", 0) == expected
     one_space = ip.IsotropicTransformer(5, 4, 1, 1, 6, 3)
@@ -223,8 +230,8 @@ def test_neuroadapt_with_silenced_neurons_is_exact(arch, data, opt_kind):
 U64 = 2.0 ** -53
 
 
-def branch_inputs(model: nn.Module, ffn: ip.IsotropicFFN, x: Tensor) -> Tensor:
-    """The residual stream entering ``ffn`` when ``model`` runs on ``x``, ``(N, d)``."""
+def branch_inputs(model: nn.Module, ffn: nn.Module, x: Tensor) -> Tensor:
+    """The residual stream entering the branch ``ffn`` when ``model`` runs on ``x``, ``(N, d)``."""
     seen: list[Tensor] = []
     handle = ffn.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     try:
@@ -233,6 +240,23 @@ def branch_inputs(model: nn.Module, ffn: ip.IsotropicFFN, x: Tensor) -> Tensor:
     finally:
         handle.remove()
     return seen[0].reshape(-1, seen[0].shape[-1])
+
+
+def value_trace(attn: ValueSpaceAttention, h: int, a: Tensor) -> tuple[Tensor, Tensor]:
+    """``(head h's contribution W_O^h Σ_s p_ts v_s, ū_t = Σ_s p_ts u_s)`` per position, both
+    ``(N, ·)``, for the stream ``a`` ``(B, T, d)`` entering ``attn`` (written out)."""
+    with torch.no_grad():
+        u = attn.norm(a)
+        rows = slice(h * attn.head_dim, (h + 1) * attn.head_dim)
+        q = u @ attn.query.weight[rows].T + attn.query.bias[rows]
+        k = u @ attn.key.weight[rows].T + attn.key.bias[rows]
+        t = a.shape[1]
+        mask = torch.ones(t, t, dtype=torch.bool).tril()
+        p = torch.softmax((q @ k.transpose(1, 2) / math.sqrt(attn.head_dim))
+                          .masked_fill(~mask, float("-inf")), dim=-1)  # (B, T, T)
+        u_bar = p @ u  # (B, T, d)
+        head = (p @ attn.values[h](u)) @ attn.outs[h].weight.T
+        return head.reshape(-1, head.shape[-1]), u_bar.reshape(-1, u_bar.shape[-1])
 
 
 def next_and_prev(ffn: ip.IsotropicFFN, k: int, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -260,12 +284,21 @@ def test_neurodegeneration_of_live_neurons_is_within_the_predicted_bound(arch, d
     for name, space in ip.hidden_spaces(model).items():
         if space.size <= n:
             continue
-        ffn, k = space.block, space.index
-        a = branch_inputs(model, ffn, x)
-        before = copy.deepcopy(ffn)
-        nxt0, prev, zk = next_and_prev(before, k, a)
+        block, k = space.block, space.index
+        before = copy.deepcopy(block)
+        if isinstance(block, ValueSpaceAttention):  # the head's output; b_O's fold added back
+            a = branch_inputs(model, block, x).reshape(x.shape[0], x.shape[1], -1)
+            nxt0, prev = value_trace(before, k, a)
+            zk = prev @ before.values[k].weight.T
+            bias0 = before.out_bias.detach().clone()
+        else:
+            a = branch_inputs(model, block, x)
+            nxt0, prev, zk = next_and_prev(before, k, a)
         change = ip.neurodegeneration(model, name, n, optimizer=opt, criterion=criterion)
-        nxt1, _, _ = next_and_prev(ffn, k, a)
+        if isinstance(block, ValueSpaceAttention):
+            nxt1 = value_trace(block, k, a)[0] + (block.out_bias.detach() - bias0)
+        else:
+            nxt1, _, _ = next_and_prev(block, k, a)
         layer = before.hidden_layer(k)
         w_in, w_out = layer.incoming_matrix(), layer.outgoing
         norm_in = float(torch.linalg.matrix_norm(w_in, ord=2))
@@ -300,6 +333,23 @@ def test_the_removal_bound_is_not_vacuous_in_a_transformer():
     ratio = (nxt1 - nxt0).norm(dim=1) / allowed
     assert float(ratio.max()) <= 1.0
     assert float(ratio.max()) >= 0.05
+
+
+def test_value_space_removal_folds_its_bias_into_the_output_bias_exactly():
+    """A value coordinate with a zero row and bias 0.7 contributes the constant ``0.7·W_O e_i``
+    (the attention weights sum to 1): the removal folds it into ``b_O``, exactly."""
+    model = fixed_transformer(value_dims=3)
+    x = model.probe()
+    attn = model.blocks[1].attn
+    ip.left_diagonalise(model, "blocks.1.attn.0")
+    with torch.no_grad():
+        attn.values[0].weight[-1] = 0.0
+        attn.values[0].bias[-1] = 0.7
+    change = assert_function_preserved(lambda m: ip.neurodegeneration(m, "blocks.1.attn.0", 1),
+                                       model, x, tol=EXACT)
+    assert change.removed_bias == [0.7] and change.removed_singular_values == [0.0]
+    assert attn.value_dims == [2, 3]
+    assert model.config()["value_dims"] == [[3, 3], [2, 3]]
 
 
 # -- causality, before and after changes -------------------------------------------------------------

@@ -198,3 +198,29 @@ def test_transformer_forward_composes_embeddings_blocks_and_read_out():
         x = block.ffn(block.attn(x))
     expected = _norm(x, float(net.norm.gain.detach())) @ net.unembed.weight.T + net.unembed.bias
     assert torch.allclose(net(tokens), expected, rtol=0, atol=1e-12)
+
+
+def test_value_space_attention_forward_with_ragged_heads():
+    """Heads of value widths 3 and 1 (zero padded inside): the output is the written-out sum of
+    each head's W_O^h Σ_s p_ts v_s, plus b_O."""
+    from isoplastic.nn.attention import ValueSpaceAttention
+
+    attn = _randomised(ValueSpaceAttention(6, 2, head_dim=2, value_dims=[3, 1]).double(), 5)
+    u = _norm(x := torch.randn(2, 4, 6, dtype=DT), float(attn.norm.gain.detach()))
+    expected = x + attn.out_bias
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()
+    for h in range(2):
+        rows = slice(2 * h, 2 * h + 2)
+        q = u @ attn.query.weight[rows].T + attn.query.bias[rows]
+        k = u @ attn.key.weight[rows].T + attn.key.bias[rows]
+        p = torch.softmax((q @ k.transpose(1, 2) / 2 ** 0.5).masked_fill(~mask, float("-inf")), -1)
+        v = u @ attn.values[h].weight.T + attn.values[h].bias
+        expected = expected + (p @ v) @ attn.outs[h].weight.T
+    assert torch.allclose(attn(x), expected, rtol=0, atol=1e-13)
+    net = small(value_dims=[[2, 1, 3], [1, 1, 1]])
+    assert list(ip.hidden_spaces(net))[:3] == ["blocks.0.attn.0", "blocks.0.attn.1",
+                                               "blocks.0.attn.2"]
+    assert net.config()["value_dims"] == [[2, 1, 3], [1, 1, 1]]
+    assert ip.IsotropicTransformer(**net.config()).config() == net.config()
+    with pytest.raises(ValueError, match=r"must give 3 widths >= 1"):
+        small(value_dims=[[2, 2], [1, 1, 1]])
