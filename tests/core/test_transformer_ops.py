@@ -502,3 +502,36 @@ def test_float32_errors_are_recorded_and_growth_is_below_the_issue_threshold(op,
     assert rel <= FLOAT_TOLERANCE[torch.float32]
     if "growth" in op or op == "neurogenesis":
         assert fc.eps_scaled <= 1e-4
+
+
+# -- claims of docs/transformers.md, and copies -------------------------------------------------------
+@pytest.mark.parametrize("d_ff,expected", [(40, 16 + 2), (10, 10 + 2)])
+def test_one_layer_ffn_width_saturates_at_d_model(d_ff, expected):
+    """W_1 is d_ff × d: with the orthogonal initialisation it has rank min(d_ff, d), the other
+    d_ff − d neurons have σ = 0, and the scaffold policy (S = 2) removes them exactly: a
+    one-layer FFN wider than the stream settles at d + S at once (docs/transformers.md §1)."""
+    net = ip.IsotropicTransformer(20, 16, 2, 2, d_ff, 8, dtype=DT,
+                                  generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(1))
+    assert_function_preserved(lambda m: ip.neuroadapt(m, 2, 1e-6), net, tokens, tol=EXACT)
+    assert net.ffn_widths == [expected, expected]
+
+
+def test_mirror_replays_ffn_and_value_space_changes_on_an_ema_copy():
+    from torch.optim.swa_utils import AveragedModel
+
+    model = fixed_transformer(value_dims=2)
+    ema = AveragedModel(model)
+    handle = ip.mirror(model, ema)
+    x = model.probe()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        ema_before = ema.module.eval()(x)
+    for name in ("blocks.0.ffn.1", "blocks.1.attn.0"):
+        assert_function_preserved(lambda m, name=name: ip.neurogenesis(m, name, 2, generator=gen),
+                                  model, x, tol=EXACT)
+    assert ema.module.config() == model.config()
+    assert ema.module.config()["value_dims"] == [[2, 2], [4, 2]]
+    with torch.no_grad():
+        assert relative_change(ema_before, ema.module(x)) <= EXACT
+    handle.remove()
