@@ -70,6 +70,10 @@ def test_every_block_type_implements_the_whole_contract():
     lambda: ip.IsotropicCNN((2, 5, 5), [3, 4], kernel_sizes=[3, 1], head=[6], n_classes=3,
                             pooling="flatten", padding="valid", psi="constant"),
     lambda: ip.ElementwiseMLP([5, 4, 2], activation="relu"),
+    lambda: ip.IsotropicFFN(4, [6, 3], psi="constant", intrinsic_length="none"),
+    lambda: ip.IsotropicResidualConv(3, [5], [3, 1], psi="expectation"),
+    lambda: ip.IsotropicResidualMLP(5, 4, [6, [3, 3]], 2, psi="none"),
+    lambda: ip.IsotropicTransformer(7, 6, 2, 2, [[5, 4], 3], 4, head_dim=2, psi="trainable"),
 ])
 def test_config_rebuilds_every_model_class(make):
     net = make()

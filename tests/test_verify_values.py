@@ -52,6 +52,20 @@ def test_kl_is_mean_kl_of_before_to_after_softmax_in_nats():
     assert compare_logits(BEFORE, AFTER).kl == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(1, 2, 2), (2, 1, 2), (2, 1, 1, 2)])
+def test_token_logits_are_one_prediction_per_position(shape):
+    # a language model's (batch, T, vocab) logits: the same two rows as BEFORE/AFTER laid out as
+    # tokens give the per-row values above (55 %, KL 0.066783 nats per token, agreement 1/2),
+    # not those of one flattened row per sequence (‖Δ‖/‖z‖ = √1.25/√26 → 21.9 % for (1, 2, 2))
+    fc = compare_logits(BEFORE.reshape(shape), AFTER.reshape(shape))
+    assert fc.eps_scaled == pytest.approx(55.0, rel=1e-14)
+    assert fc.kl == pytest.approx(compare_logits(BEFORE, AFTER).kl, rel=1e-14)
+    assert fc.agreement == 0.5 and fc.max_abs == 1.0
+    net = lambda tokens: AFTER.reshape(shape) * tokens  # noqa: E731 - a callable model
+    assert ip.function_change(BEFORE.reshape(shape), net, torch.ones(shape)).eps_scaled == \
+        pytest.approx(55.0, rel=1e-14)
+
+
 def test_kl_is_directional_before_to_after():
     # KL(p‖q) ≠ KL(q‖p): swapping the arguments must change the value for this pair
     forward = compare_logits(BEFORE, AFTER).kl

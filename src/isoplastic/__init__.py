@@ -41,6 +41,7 @@ from .nn import IsotropicCNN as IsotropicCNN
 from .nn import IsotropicFFN as IsotropicFFN
 from .nn import IsotropicMLP as IsotropicMLP
 from .nn import IsotropicNorm as IsotropicNorm
+from .nn import IsotropicResidualConv as IsotropicResidualConv
 from .nn import IsotropicResidualMLP as IsotropicResidualMLP
 from .nn import IsotropicTransformer as IsotropicTransformer
 from .nn import PsiMode as PsiMode

@@ -35,6 +35,15 @@ def test_shapes_names_and_config_round_trip():
     assert torch.equal(twin(tokens), net(tokens))
 
 
+def test_ffns_with_several_inner_layers():
+    net = small(d_ff=[[6, 5], 7])
+    assert list(ip.hidden_spaces(net)) == ["blocks.0.ffn.0", "blocks.0.ffn.1", "blocks.1.ffn.0"]
+    assert net.ffn_widths == [[6, 5], 7] == net.config()["d_ff"]
+    ip.neurogenesis(net, "blocks.0.ffn.1", 2)
+    assert ip.IsotropicTransformer(**net.config()).ffn_widths == [[6, 7], 7]
+    assert net(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 23)
+
+
 def test_construction_is_reproducible_from_the_generator():
     a, b = small(), small()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
@@ -110,3 +119,108 @@ def test_isotropic_norm_is_rotation_equivariant_and_blind_to_zero_coordinates():
     padded = torch.cat([x, torch.zeros(5, 3, dtype=DT)], dim=1)
     assert torch.equal(norm(padded)[:, :4], norm(x)) and not norm(padded)[:, 4:].any()
     assert torch.allclose(norm(x).norm(dim=1), torch.full((5,), 1.7, dtype=DT), atol=1e-7)
+
+
+# -- forward passes against explicit references (formulas written out, float64) -------------------
+def _gain(z: torch.Tensor, o: float, dim: int) -> torch.Tensor:
+    rho = ((z * z).sum(dim=dim, keepdim=True) + o).abs().sqrt()
+    return torch.tanh(rho) / rho
+
+
+def _norm(x: torch.Tensor, gamma: float, dim: int = -1) -> torch.Tensor:
+    return gamma * x / ((x * x).sum(dim=dim, keepdim=True) + 1e-8).sqrt()
+
+
+def _randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=DT))
+    return module
+
+
+def test_ffn_forward_is_x_plus_w2_phi_plus_psi_g_plus_b2():
+    ffn = _randomised(ip.IsotropicFFN(5, 7, intrinsic_length="constant", psi="trainable")
+                      .double(), 1)
+    ffn.activations[0].o = 0.3
+    gamma = float(ffn.norm.gain.detach())
+    x = torch.randn(2, 3, 5, dtype=DT)
+    w1, b1 = ffn.linears[0].weight, ffn.linears[0].bias
+    w2, b2 = ffn.linears[1].weight, ffn.linears[1].bias
+    z = _norm(x, gamma) @ w1.T + b1
+    g = _gain(z, 0.3, -1)
+    expected = x + (g * z) @ w2.T + ffn.psi[0] * g + b2
+    assert torch.allclose(ffn(x), expected, rtol=0, atol=1e-13)
+
+
+def test_residual_conv_forward_against_the_written_out_convolutions():
+    branch = _randomised(ip.IsotropicResidualConv(3, [4], [3, 3], intrinsic_length="constant",
+                                                  psi="trainable").double(), 2)
+    branch.activations[0].o = 0.2
+    gamma = float(branch.norm.gain.detach())
+    x = torch.randn(2, 3, 5, 5, dtype=DT)
+    c0, c1 = branch.convs
+    z = torch.nn.functional.conv2d(_norm(x, gamma, dim=1), c0.weight, c0.bias, padding=1)
+    g = _gain(z, 0.2, 1)  # (2, 1, 5, 5)
+    # ψ·ḡ: the gain averaged over the next 3×3 footprint, zero padded, divided by 9
+    gbar = torch.nn.functional.conv2d(g, torch.ones(1, 1, 3, 3, dtype=DT), padding=1) / 9
+    expected = x + torch.nn.functional.conv2d(g * z, c1.weight, c1.bias, padding=1) \
+        + branch.psi[0].view(-1, 1, 1) * gbar
+    assert torch.allclose(branch(x), expected, rtol=0, atol=1e-13)
+
+
+def test_attention_forward_against_explicit_masked_softmax():
+    from isoplastic.nn.transformer import CausalSelfAttention
+
+    attn = _randomised(CausalSelfAttention(6, 2, head_dim=4).double(), 3)
+    gamma = float(attn.norm.gain.detach())
+    x = torch.randn(2, 5, 6, dtype=DT)
+    u = _norm(x, gamma)
+    out = torch.zeros(2, 5, 8, dtype=DT)
+    for h in range(2):
+        rows = slice(4 * h, 4 * h + 4)
+        q = u @ attn.query.weight[rows].T + attn.query.bias[rows]
+        k = u @ attn.key.weight[rows].T + attn.key.bias[rows]
+        v = u @ attn.value.weight[rows].T + attn.value.bias[rows]
+        scores = q @ k.transpose(1, 2) / 2.0  # √head_dim = 2
+        mask = torch.ones(5, 5, dtype=torch.bool).tril()
+        p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        out[..., rows] = p @ v
+    expected = x + out @ attn.out.weight.T + attn.out.bias
+    assert torch.allclose(attn(x), expected, rtol=0, atol=1e-13)
+
+
+def test_transformer_forward_composes_embeddings_blocks_and_read_out():
+    net = _randomised(small(), 4)
+    tokens = torch.randint(0, 23, (2, 6))
+    x = net.tok_emb.weight[tokens] + net.pos_emb.weight[:6]
+    for block in net.blocks:
+        x = block.ffn(block.attn(x))
+    expected = _norm(x, float(net.norm.gain.detach())) @ net.unembed.weight.T + net.unembed.bias
+    assert torch.allclose(net(tokens), expected, rtol=0, atol=1e-12)
+
+
+def test_value_space_attention_forward_with_ragged_heads():
+    """Heads of value widths 3 and 1 (zero padded inside): the output is the written-out sum of
+    each head's W_O^h Σ_s p_ts v_s, plus b_O."""
+    from isoplastic.nn.attention import ValueSpaceAttention
+
+    attn = _randomised(ValueSpaceAttention(6, 2, head_dim=2, value_dims=[3, 1]).double(), 5)
+    u = _norm(x := torch.randn(2, 4, 6, dtype=DT), float(attn.norm.gain.detach()))
+    expected = x + attn.out_bias
+    mask = torch.ones(4, 4, dtype=torch.bool).tril()
+    for h in range(2):
+        rows = slice(2 * h, 2 * h + 2)
+        q = u @ attn.query.weight[rows].T + attn.query.bias[rows]
+        k = u @ attn.key.weight[rows].T + attn.key.bias[rows]
+        p = torch.softmax((q @ k.transpose(1, 2) / 2 ** 0.5).masked_fill(~mask, float("-inf")), -1)
+        v = u @ attn.values[h].weight.T + attn.values[h].bias
+        expected = expected + (p @ v) @ attn.outs[h].weight.T
+    assert torch.allclose(attn(x), expected, rtol=0, atol=1e-13)
+    net = small(value_dims=[[2, 1, 3], [1, 1, 1]])
+    assert list(ip.hidden_spaces(net))[:3] == ["blocks.0.attn.0", "blocks.0.attn.1",
+                                               "blocks.0.attn.2"]
+    assert net.config()["value_dims"] == [[2, 1, 3], [1, 1, 1]]
+    assert ip.IsotropicTransformer(**net.config()).config() == net.config()
+    with pytest.raises(ValueError, match=r"must give 3 widths >= 1"):
+        small(value_dims=[[2, 2], [1, 1, 1]])

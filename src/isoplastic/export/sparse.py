@@ -110,7 +110,10 @@ def compile_sparse(net: nn.Module, diagonal: str | Sequence[int] = "sparsify") -
 
     For a bare :class:`~isoplastic.IsotropicMLP` this returns a :class:`SparseMLP`. For a
     composite model it returns a copy of the model in eval mode in which every isoplastic block
-    is replaced by its :class:`SparseMLP` (the other modules are copied as they are).
+    is replaced by its :class:`SparseMLP` (wrapped by the block's ``sparse_form``: a residual
+    branch becomes ``x + SparseMLP(n(x))``); the other modules, and blocks that are not affine
+    chains and have no map that can be diagonal (a transformer's value-space attention), are
+    copied as they are.
 
     Args:
         net: an :class:`~isoplastic.IsotropicMLP` (``psi`` of any mode; ``"expectation"`` has no
@@ -137,6 +140,9 @@ def compile_sparse(net: nn.Module, diagonal: str | Sequence[int] = "sparsify") -
 
 
 def _compile_block(net: IsoplasticBlock, diagonal: str | Sequence[int]) -> nn.Module:
+    if not isinstance(net, AffineChain) and not any(
+            net.can_full_diagonalise(k) for k in range(net.n_hidden)):
+        return copy.deepcopy(net).eval()  # nothing in it can be diagonal: evaluated as it is
     layers = net.affines() if isinstance(net, AffineChain) else []
     if not layers or not all(type(a) is nn.Linear for a in layers):
         raise TopologyError(

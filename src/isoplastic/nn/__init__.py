@@ -8,4 +8,5 @@ from .mlp import IsotropicMLP as IsotropicMLP
 from .residual import IsotropicFFN as IsotropicFFN
 from .residual import IsotropicNorm as IsotropicNorm
 from .residual import IsotropicResidualMLP as IsotropicResidualMLP
+from .residual_conv import IsotropicResidualConv as IsotropicResidualConv
 from .transformer import IsotropicTransformer as IsotropicTransformer

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -100,7 +101,7 @@ class ResidualWrapper(nn.Module):
 
 
 def _branch_widths(d_model: int, d_ff: int | Sequence[int]) -> list[int]:
-    hidden = [int(d_ff)] if isinstance(d_ff, (int, float)) else [int(w) for w in d_ff]
+    hidden = [int(d_ff)] if isinstance(d_ff, numbers.Integral) else [int(w) for w in d_ff]
     widths = [int(d_model), *hidden, int(d_model)]
     if not hidden or any(w < 1 for w in widths):
         raise ValueError(f"IsotropicFFN(d_model={d_model}, d_ff={d_ff}): need d_model >= 1 and "

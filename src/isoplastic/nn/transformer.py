@@ -15,11 +15,11 @@ isotropic normaliser :class:`~isoplastic.nn.residual.IsotropicNorm` in front of 
 of the read-out, each FFN an :class:`~isoplastic.nn.residual.IsotropicFFN` (isotropic tanh on its
 inner space), and an untied read-out ``U`` ``(V, d)`` with bias ``c``.
 
-Hidden spaces (:func:`~isoplastic.hidden_spaces`): ``"blocks.l.ffn.0"``, the inner space of block
-``l``'s FFN. The residual stream and the attention spaces are not declared; docs/transformers.md
-derives what their symmetries allow (stream rotations and zero-coordinate growth are exact with
-this normaliser, query/key rotations per head are exact, value/output pruning is bounded by the
-dropped singular values of ``W_O W_V``).
+Hidden spaces (:func:`~isoplastic.hidden_spaces`): ``"blocks.l.ffn.k"``, the inner spaces of
+block ``l``'s FFN, and with ``value_dims`` given, ``"blocks.l.attn.h"``, the value space of head
+``h`` (:class:`~isoplastic.nn.attention.ValueSpaceAttention`). The residual stream is a
+free-standing space (:meth:`IsotropicTransformer.stream_space`: exact rotations and growth); the
+query/key spaces are not declared. docs/transformers.md derives what each symmetry allows.
 
 Causality: position ``t``'s logits depend on tokens ``1..t`` only (``is_causal`` attention; every
 other map acts per position).
@@ -28,80 +28,24 @@ other map acts per position).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..activations import AbstractRadialProfile
 from ..core.space import Axis, HiddenSpace
-from ..errors import TopologyError
+from .attention import INIT_STD, CausalSelfAttention, ValueSpaceAttention
 from .residual import IsotropicFFN, IsotropicNorm
 
 __all__ = ["CausalSelfAttention", "IsotropicTransformer", "TransformerBlock"]
 
-#: Standard deviation of the embeddings, attention maps and read-out at initialisation (GPT-2's).
-INIT_STD = 0.02
-
-
-class CausalSelfAttention(nn.Module):
-    r"""Residual causal multi-head attention branch: ``y = x + W_O\, \mathrm{attn}(n(x)) + b_O``.
-
-    Per head ``h``: ``q = W_Q^h u``, ``k = W_K^h u``, ``v = W_V^h u`` (``u = n(x)``), weights
-    ``softmax(q_t · k_s / √head_dim)`` over ``s ≤ t``; the heads' outputs are concatenated and
-    mapped back by ``W_O`` ``(d, H·head_dim)``.
-
-    Args:
-        d_model: stream width ``d``.
-        n_heads: ``H``.
-        head_dim: width of each head (default ``d // H``; ``d`` need not be a multiple then).
-        norm_gain: initial gain of the normaliser (default ``√d``: RMS 1 inputs).
-        out_scale: ``W_O``'s initial standard deviation is ``INIT_STD · out_scale``.
-        generator: RNG for the initial weights.
-
-    Shapes:
-        input ``(batch, T, d)``; output the same.
-    """
-
-    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None,
-                 norm_gain: float | None = None, out_scale: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        d, h = int(d_model), int(n_heads)
-        hd = d // h if head_dim is None and h >= 1 else int(head_dim or 0)
-        if d < 1 or h < 1 or hd < 1:
-            raise ValueError(f"CausalSelfAttention(d_model={d_model}, n_heads={n_heads}, "
-                             f"head_dim={head_dim}): need d_model >= 1, n_heads >= 1 and a head "
-                             "width >= 1 (n_heads <= d_model, or pass head_dim)")
-        self.n_heads, self.head_dim = h, hd
-        self.norm = IsotropicNorm(math.sqrt(d) if norm_gain is None else norm_gain)
-        self.query = nn.Linear(d, h * hd)
-        self.key = nn.Linear(d, h * hd)
-        self.value = nn.Linear(d, h * hd)
-        self.out = nn.Linear(h * hd, d)
-        with torch.no_grad():
-            for lin, std in ((self.query, INIT_STD), (self.key, INIT_STD), (self.value, INIT_STD),
-                             (self.out, INIT_STD * out_scale)):
-                nn.init.normal_(lin.weight, std=std, generator=generator)
-                lin.bias.zero_()
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, t, _ = x.shape
-        u = self.norm(x)  # (B, T, d)
-
-        def heads(lin: nn.Linear) -> Tensor:
-            return lin(u).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-
-        a = F.scaled_dot_product_attention(heads(self.query), heads(self.key), heads(self.value),
-                                           is_causal=True)  # (B, H, T, hd)
-        return x + self.out(a.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
-
-
 class TransformerBlock(nn.Module):
     """One pre-norm block: ``x ← attn(x)`` then ``x ← ffn(x)`` (both residual branches)."""
 
-    def __init__(self, attn: CausalSelfAttention, ffn: IsotropicFFN) -> None:
+    def __init__(self, attn: CausalSelfAttention | ValueSpaceAttention, ffn: IsotropicFFN
+                 ) -> None:
         super().__init__()
         self.attn = attn
         self.ffn = ffn
@@ -118,10 +62,16 @@ class IsotropicTransformer(nn.Module):
         d_model: residual-stream width ``d``.
         n_layers: number of blocks ``L``.
         n_heads: attention heads per block.
-        d_ff: FFN inner width, one for every block or a list of ``L`` (the current widths, as
-            :meth:`config` returns them).
+        d_ff: FFN inner width: one for every block, or a list of ``L`` entries (the current
+            widths, as :meth:`config` returns them), each an inner width or a list of inner
+            widths (an FFN with several inner layers: ``x + MLP(n(x))``, one hidden space each).
+            One inner layer computes ``g(u)·(M u + c) + b`` with a scalar gain ``g``, whatever
+            its width (docs/transformers.md); deeper FFNs are more expressive.
         context_length: the longest sequence (size of the position embedding).
         head_dim: width of each attention head (default ``d_model // n_heads``).
+        value_dims: ``None`` (default): fused attention, no attention spaces declared; an int or
+            a list per block of per-head widths: every head's value space is a hidden space
+            (``"blocks.l.attn.h"``, :class:`~isoplastic.nn.attention.ValueSpaceAttention`).
         intrinsic_length, psi, init, eps, profile, psi_decay, small_ball: passed to every
             :class:`~isoplastic.nn.residual.IsotropicFFN`.
         dtype: parameter dtype (default: torch's default).
@@ -157,10 +107,11 @@ class IsotropicTransformer(nn.Module):
         d_model: int,
         n_layers: int,
         n_heads: int,
-        d_ff: int | Sequence[int],
+        d_ff: int | Sequence[int | Sequence[int]],
         context_length: int,
         *,
         head_dim: int | None = None,
+        value_dims: int | Sequence[Sequence[int]] | None = None,
         intrinsic_length: str = "trainable",
         psi: str = "trainable+decay",
         init: str = "orthogonal",
@@ -177,20 +128,36 @@ class IsotropicTransformer(nn.Module):
             raise ValueError(
                 f"IsotropicTransformer(vocab_size={vocab_size}, d_model={d_model}, n_layers="
                 f"{n_layers}, context_length={context_length}): every size must be >= 1")
-        widths = [int(d_ff)] * n_layers if isinstance(d_ff, (int, float)) else [int(w) for w in d_ff]
+        widths = [int(d_ff)] * n_layers if isinstance(d_ff, numbers.Integral) else list(d_ff)
         if len(widths) != n_layers:
             raise ValueError(f"IsotropicTransformer: d_ff={list(widths)} gives {len(widths)} FFN "
                              f"widths for n_layers={n_layers}; give one width or one per block")
+        if value_dims is None or isinstance(value_dims, numbers.Integral):
+            per_block = [value_dims] * n_layers
+        else:
+            per_block = [list(h) for h in value_dims]
+        if len(per_block) != n_layers:
+            raise ValueError(f"IsotropicTransformer: value_dims={value_dims} gives "
+                             f"{len(per_block)} blocks for n_layers={n_layers}; give one width "
+                             "or one list of head widths per block")
+
+        def attention(vd: int | list[int] | None) -> nn.Module:
+            if vd is None:
+                return CausalSelfAttention(d, n_heads, head_dim, out_scale=scale,
+                                           generator=generator)
+            return ValueSpaceAttention(d, n_heads, head_dim, out_scale=scale, value_dims=vd,
+                                       generator=generator)
+
         self.vocab_size, self.context_length = v, t
         self.tok_emb = nn.Embedding(v, d)
         self.pos_emb = nn.Embedding(t, d)
         scale = 1.0 / math.sqrt(2 * n_layers)
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                CausalSelfAttention(d, n_heads, head_dim, out_scale=scale, generator=generator),
+                attention(vd),
                 IsotropicFFN(d, w, intrinsic_length, psi, init, eps, profile, psi_decay,
                              small_ball, out_scale=scale, generator=generator))
-            for w in widths)
+            for w, vd in zip(widths, per_block, strict=True))
         self.norm = IsotropicNorm(math.sqrt(d))
         self.unembed = nn.Linear(d, v)
         with torch.no_grad():
@@ -206,9 +173,11 @@ class IsotropicTransformer(nn.Module):
         return int(self.tok_emb.weight.shape[1])
 
     @property
-    def ffn_widths(self) -> list[int]:
-        """The current inner width of every block's FFN."""
-        return [int(b.ffn.widths[1]) for b in self.blocks]
+    def ffn_widths(self) -> list[int | list[int]]:
+        """The current inner width of every block's FFN (a list of widths for an FFN with
+        several inner layers)."""
+        return [b.ffn.widths[1] if b.ffn.n_hidden == 1 else b.ffn.widths[1:-1]
+                for b in self.blocks]
 
     def forward(self, tokens: Tensor) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
@@ -241,7 +210,8 @@ class IsotropicTransformer(nn.Module):
         isotropic, so (docs/transformers.md):
 
         * ``space.rotate(R, optimizer)`` is exact for every orthogonal ``R``;
-        * ``space.insert(n, optimizer)`` is exact: the new coordinates are written zero by every
+        * ``space.insert(n, optimizer)`` is exact (:meth:`grow_stream` draws the readers'
+          new columns at random): the new coordinates are written zero by every
           writer, stay zero, and leave every norm unchanged (whatever the readers' new columns
           hold: ``init={"outgoing": ...}`` may set them);
         * ``space.remove(indices)`` is *not* compensated: the removed coordinates' values are
@@ -260,40 +230,40 @@ class IsotropicTransformer(nn.Module):
         axes = [Axis(self.tok_emb, "weight", 1, "incoming"),
                 Axis(self.pos_emb, "weight", 1, "incoming")]
         for block in self.blocks:
-            attn, ffn = block.attn, block.ffn
-            axes += [Axis(attn.query, "weight", 1, "outgoing"),
-                     Axis(attn.key, "weight", 1, "outgoing"),
-                     Axis(attn.value, "weight", 1, "outgoing"),
-                     Axis(attn.out, "weight", 0, "incoming"), Axis(attn.out, "bias", 0, "bias")]
-            axes += ffn.stream_space().axes
+            axes += block.attn.stream_axes() + block.ffn.stream_space().axes
         axes.append(Axis(self.unembed, "weight", 1, "outgoing"))
         return HiddenSpace("residual stream", axes, block=self)
+
+    def grow_stream(self, n: int, optimizer: torch.optim.Optimizer | None = None,
+                    generator: torch.Generator | None = None, std: float = INIT_STD) -> None:
+        """Append ``n`` residual-stream coordinates, exactly: zero in every writer (embeddings,
+        output maps, biases, ψ), ``N(0, std²)`` in every reader (so that gradients reach the
+        writers and the coordinates can come alive). The values are drawn on the CPU generator
+        (reproducible across devices). One all-or-nothing change; ``optimizer`` is transported
+        (zero state for the new coordinates)."""
+        def draw(shape: torch.Size) -> Tensor:
+            w = self.tok_emb.weight
+            return (std * torch.randn(shape, generator=generator, dtype=torch.float64)).to(
+                dtype=w.dtype, device=w.device)
+
+        self.stream_space().insert(n, optimizer, init={"outgoing": draw})
 
     def sync_shapes(self) -> None:
         """Refresh the size attributes of every layer after a change of the stream's width."""
         self.tok_emb.embedding_dim = self.pos_emb.embedding_dim = self.d_model
         for block in self.blocks:
-            for lin in (block.attn.query, block.attn.key, block.attn.value, block.attn.out):
-                lin.out_features, lin.in_features = lin.weight.shape
+            block.attn.sync_shapes()
             block.ffn.sync_shapes()
         self.unembed.out_features, self.unembed.in_features = self.unembed.weight.shape
 
     def check_invariants(self) -> None:
         """Raise :class:`~isoplastic.TopologyError` unless every map agrees on the stream width."""
         self.sync_shapes()
-        d = self.d_model
-        widths = {"pos_emb": self.pos_emb.weight.shape[1],
-                  "unembed": self.unembed.weight.shape[1]}
-        for i, block in enumerate(self.blocks):
+        for block in self.blocks:
             block.ffn.check_invariants()
-            widths[f"blocks.{i}.ffn"] = block.ffn.widths[0]
-            for name in ("query", "key", "value"):
-                widths[f"blocks.{i}.attn.{name}"] = getattr(block.attn, name).weight.shape[1]
-            widths[f"blocks.{i}.attn.out"] = block.attn.out.weight.shape[0]
-        bad = {k: v for k, v in widths.items() if v != d}
-        if bad:
-            raise TopologyError(f"IsotropicTransformer: the residual stream has width {d} "
-                                f"(tok_emb) but {bad}")
+            if isinstance(block.attn, ValueSpaceAttention):
+                block.attn.check_invariants()
+        self.stream_space().size  # noqa: B018 - raises TopologyError naming disagreeing axes
 
     def psi_penalty(self) -> Tensor:
         """Sum of the FFNs' ψ penalties (add it to the training loss)."""
@@ -315,6 +285,8 @@ class IsotropicTransformer(nn.Module):
             "d_ff": self.ffn_widths,
             "context_length": self.context_length,
             "head_dim": attn.head_dim,
+            "value_dims": (None if attn.value_dims is None
+                           else [b.attn.value_dims for b in self.blocks]),
             "intrinsic_length": first["intrinsic_length"],
             "psi": first["psi"],
             "eps": first["eps"],
