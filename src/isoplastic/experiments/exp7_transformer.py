@@ -267,7 +267,7 @@ def run(config: Config, out_dir: str | Path) -> dict:
                    r["within_bound"], f"{r['test_bpc_after']:.3f}"]
                   for r in removals])
              + "\n\nGrowth on the trained adaptive model (float32, logits on the probe)\n\n"
-             + md_table(["space", "n", "eps_scaled (%)", "KL per token", "max |Δlogit|"],
+             + md_table(["space", "n", "eps_scaled (%)", "KL per token", "max abs Δlogit"],
                         [[r["space"], r["n"], f"{r['eps_scaled']:.3g}", f"{r['kl']:.3g}",
                           f"{r['max_abs']:.3g}"] for r in growths]))
     results["figures"] = _plot(results, out_dir)
@@ -284,18 +284,22 @@ def _plot(results: dict, out_dir: Path) -> list[str]:
               "standard (pre-LN GELU)": "tab:orange"}
     for name, m in models.items():
         ax1.scatter([m["params"]], [m["test_bpc"]], color=colors[name], label=name, s=40)
-    ax1.set(xlabel="parameters", ylabel="held-out bits per character",
+    ax1.set(xlabel="parameters (thousands)", ylabel="held-out bits per character",
             title="Held-out bpc against size (final)")
+    ax1.xaxis.set_major_formatter(lambda v, pos: f"{v / 1000:.0f}k")
     for key, name in (("fixed", "fixed isotropic"), ("adaptive", "adaptive isotropic"),
                       ("standard", "standard (pre-LN GELU)")):
         ax2.plot(curves["epochs"], curves[key], color=colors[name], label=name)
     ax2.axhline(unigram, color="0.4", ls="--", lw=1, label=f"unigram entropy {unigram:.2f}")
     ax2.set(xlabel="epoch", ylabel="held-out bits per character", title="Learning curves")
-    widths = curves["widths"]
+    cfg = results["config"]
+    widths = [[cfg["d_ff"]] * cfg["n_layers"], *curves["widths"]]  # epoch 0: the initial widths
+    epochs = [0, *curves["epochs"]]
     names = curves["spaces"] or [str(k) for k in range(len(widths[0]))]
     for k, name in enumerate(names):
-        ax3.step(curves["epochs"], [w[k] for w in widths], where="post", label=name)
-    ax3.set(xlabel="epoch", ylabel="FFN width", title="Adaptive FFN widths per block")
+        ax3.step(epochs, [w[k] for w in widths], where="post", label=name)
+    ax3.set(xlabel="epoch (0: initial)", ylabel="FFN width",
+            title="Adaptive FFN widths per block")
     for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
