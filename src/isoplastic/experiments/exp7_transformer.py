@@ -240,6 +240,7 @@ def run(config: Config, out_dir: str | Path) -> dict:
                    "fixed": [m["control"]["test_bpc"] for m in result.metrics],
                    "standard": [h["test_bpc"] for h in std_hist],
                    "widths": [m["widths"] for m in result.metrics],
+                   "initial_widths": [config.d_ff] * config.n_layers,
                    "spaces": result.metrics[-1].get("spaces")},
         "changes": {"n_growth": len(grow), "neurons_added": sum(c["n"] for c in grow),
                     "n_shrink": len(shrink), "neurons_removed": sum(c["n"] for c in shrink),
@@ -292,8 +293,7 @@ def _plot(results: dict, out_dir: Path) -> list[str]:
         ax2.plot(curves["epochs"], curves[key], color=colors[name], label=name)
     ax2.axhline(unigram, color="0.4", ls="--", lw=1, label=f"unigram entropy {unigram:.2f}")
     ax2.set(xlabel="epoch", ylabel="held-out bits per character", title="Learning curves")
-    cfg = results["config"]
-    widths = [[cfg["d_ff"]] * cfg["n_layers"], *curves["widths"]]  # epoch 0: the initial widths
+    widths = [curves["initial_widths"], *curves["widths"]]  # epoch 0: the initial widths
     epochs = [0, *curves["epochs"]]
     names = curves["spaces"] or [str(k) for k in range(len(widths[0]))]
     for k, name in enumerate(names):
