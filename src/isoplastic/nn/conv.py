@@ -291,8 +291,8 @@ class IsotropicCNN(AffineChain):
         h, g = x, None
         for k, conv in enumerate(self.convs):
             z = conv(h)  # (batch, C_k, H_k, W_k)
-            if psi and k >= 1:
-                z = z + self.psi[k - 1].view(-1, 1, 1) * self._window_gain(g, k)
+            if psi and k >= 1:  # one fused pass: z + ψ ⊗ ḡ
+                z = torch.addcmul(z, self.psi[k - 1].view(-1, 1, 1), self._window_gain(g, k))
             h, g = self.activations[k].forward_with_gain(z)  # g: (batch, 1, H_k, W_k)
             gains.append(g)
         if self.pooling == "mean":
