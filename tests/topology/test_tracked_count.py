@@ -153,3 +153,33 @@ def test_tracked_state_goes_with_the_block():
     del net
     gc.collect()
     assert len(spectra._TRACKED) == n - 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 10_000),
+       near=st.sampled_from([0.0, 1e-7, 1e-4, 1e-2]),
+       scale=st.sampled_from([0.0, 1e-8, 1e-5, 1e-3, 3e-2, 1.0]),
+       tall=st.booleans())
+def test_tracked_counts_equal_full_and_svdvals_counts_after_any_change(dtype, seed, near, scale,
+                                                                       tall):
+    """Random matrices with strengths at distance ``near`` from τ, then random changes of any
+    size: whatever the tracked route answers equals the full route's count and ``svdvals``'."""
+    tau = 0.1
+    rows, cols = (90, 70) if tall else (70, 90)
+    r = min(rows, cols)
+    s = torch.cat([torch.linspace(0.3, 2.0, r - 4, dtype=torch.float64),
+                   torch.tensor([0.0, 0.03, tau - near, tau + near], dtype=torch.float64)])
+    w0 = _with_spectrum(s, max(rows, cols), dtype, seed)
+    w0 = w0 if not tall else w0.T.contiguous()
+    net = ip.IsotropicMLP([cols, rows, 4], generator=torch.Generator().manual_seed(seed)).to(dtype)
+    with torch.no_grad():
+        net.linears[0].weight.copy_(w0)
+    spectra.tracked_count(net, 0, tau)
+    g = torch.Generator().manual_seed(seed + 7)
+    e = torch.randn(rows, cols, generator=g, dtype=torch.float64)
+    w1 = (w0.double() + scale * e / e.norm()).to(dtype)
+    with torch.no_grad():
+        net.linears[0].weight.copy_(w1)
+    c, n = spectra.tracked_count(net, 0, tau)
+    assert n == rows
+    assert c == spectra.strength_count(w1, tau) == spectra.reference_count(w1, tau)

@@ -151,9 +151,10 @@ def drift(w: Tensor, anchor: Tensor) -> float:
 
     With ``u`` the unit round-off and ``N`` entries, every computed difference is within a factor
     ``1 ± u`` of the exact one and the computed sum of ``N`` non-negative squares within
-    ``γ = (N+1)u / (1 − (N+1)u)`` relative of the exact sum, whatever the summation order; squares
-    that underflow lose at most ``N · tiny``. So ``‖D‖_F ≤ (1 + u)(fl‖D‖_F² / (1 − γ) +
-    N tiny)^{1/2} (1 + u)``; ``‖D‖₂ ≤ ‖D‖_F``. ``inf`` when the norm overflowed (or for
+    ``γ = (N+2)u / (1 − (N+2)u)`` relative of the exact sum, whatever the summation order;
+    squares that underflow lose at most ``N · tiny``; the square root and the differences'
+    rounding stay below ``1 + 4u``. So ``‖D‖₂ ≤ ‖D‖_F ≤ (fl‖D‖_F² / (1 − γ) + N tiny)^{1/2}
+    (1 + 4u)``. ``inf`` when the norm overflowed (or for
     ``N u ≥ 1/4``, where that bound is useless). Never 0: equal matrices get the underflow
     term ``sqrt(N tiny)`` (≈ 1e-16 for a 500 × 3072 float32 matrix)."""
     fin = torch.finfo(w.dtype)
@@ -163,8 +164,8 @@ def drift(w: Tensor, anchor: Tensor) -> float:
     norm = float(torch.linalg.vector_norm(w - anchor))
     if not math.isfinite(norm):
         return math.inf
-    gamma = (n + 1) * u / (1 - (n + 1) * u)
-    return math.sqrt(norm * norm / (1 - gamma) + n * fin.tiny) * (1 + u) ** 2
+    gamma = (n + 2) * u / (1 - (n + 2) * u)
+    return math.sqrt(norm * norm / (1 - gamma) + n * fin.tiny) * (1 + 4 * u)
 
 
 def certified(spec: Spectrum, w: Tensor, threshold: float, delta: float) -> int | None:
@@ -266,7 +267,8 @@ def reduced(block: IsoplasticBlock, k: int, n: int) -> None:
     rotation into its singular basis (:func:`~isoplastic.neurodegeneration`).
 
     The kept strengths are the ``n_k − n`` largest of the matrix before, moved by at most the
-    rotation's rounding: the new anchor is the new ``W_k`` and the error grows by that rounding
+    basis's and the rotation's round-off (:func:`tolerance`): the new anchor is the new ``W_k``
+    and the error grows by that
     and by the drift of the old ``W_k`` from its anchor when it was counted (the removal is
     decided right after the count). ``W_{k+1}`` lost columns: its
     spectrum is dropped (counted again when next needed)."""
@@ -283,6 +285,8 @@ def reduced(block: IsoplasticBlock, k: int, n: int) -> None:
     # the n smallest go: the exact zeros first, then the smallest computed strengths
     from_zeros = min(n, spec.zeros)
     values = spec.values[n - from_zeros:]
-    error = spec.error + delta + _rounding(w, spec.sigma_max + spec.error + delta)
+    # the basis came from the float64 Gram's eigenvectors (backward stable: UᵀGU = Λ + F,
+    # ‖F‖ ≲ n eps_64 ‖G‖) and the rotation rounds in w's dtype: the full route's tolerance
+    error = spec.error + delta + tolerance(w, spec.sigma_max + spec.error + delta)
     spectra[k] = Spectrum(w.clone(), values, spec.zeros - from_zeros, error, spec.sigma_max,
                           "predicted")
