@@ -152,9 +152,10 @@ def cnn_step(in_shape=(1, 28, 28), channels=(16, 32), head=(64,), batch: int = 4
     :class:`~isoplastic.ElementwiseCNN` (3×3 kernels, "same" padding, mean pooling), float32.
 
     Cost model: the convolutions are shared; the isotropic activation over the channel axis adds
-    a reduction ``Σ_c z²`` per position and the product ``g z`` forward, and two passes backward,
-    and the ψ term ``ψ ⊗ avgpool(g)`` one fused pass per channel space (tanh: one pass each
-    way), so the ratio is bounded by the element-wise passes' share of the step."""
+    a reduction ``Σ_c z²`` per position and the product ``g z`` forward, and three passes
+    backward, and the ψ term ``ψ ⊗ avgpool(g)`` one batched rank-one update per channel space
+    (tanh: one pass each way), so the ratio is bounded by the element-wise passes' share of the
+    step."""
     torch.manual_seed(seed)
     x = torch.randn(batch, *in_shape)
     y = torch.randint(0, 10, (batch,))
