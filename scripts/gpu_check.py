@@ -12,8 +12,8 @@ Checks:
   the removal's own bound (σ = 0 removals are exact);
 * parameters, gradients and optimizer state stay on the device and keep their dtypes;
 * TF32: with TF32 switched on globally, operations still run at full float32 precision;
-* speed: the isotropic / element-wise tanh training-step ratio (AdamW in the Trainer's
-  multi-tensor form, float32, CUDA-synchronised medians) at 256, 1024 and 4096 wide and for the
+* speed: the isotropic / element-wise tanh training-step ratio (AdamW, float32,
+  CUDA-synchronised medians) at 256, 1024 and 4096 wide and for the
   CNN (1×28×28, channels 16, 32, head 64); on 3072-500-500-10 a ``neuroadapt`` pass removing 5
   neurons in two layers and a pass that changes nothing (tracked spectra), as fractions of an
   epoch of training steps of the same network.
@@ -123,8 +123,8 @@ def sync(device: torch.device) -> None:
 
 def _step_time(device: torch.device, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                repeats: int) -> float:
-    """Median seconds of one AdamW step (the Trainer's multi-tensor form) after 5 warm-ups."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, foreach=True)
+    """Median seconds of one AdamW step (torch's default for the device) after 5 warm-ups."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     times = []
     for i in range(repeats + 5):
         sync(device)
@@ -152,7 +152,7 @@ def cnn_step_ratio(device: torch.device, batch: int = 48, repeats: int = 30) -> 
 
 def step_ratio(device: torch.device, width: int, batch: int = 48, repeats: int = 30) -> dict:
     def timed(net: torch.nn.Module) -> float:
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, foreach=True)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         x = torch.randn(batch, width, device=device)
         y = torch.randint(0, 10, (batch,), device=device)
         times = []

@@ -51,10 +51,11 @@ def _quiet(msg: str) -> None:
 
 
 def _step_fn(net: nn.Module, x: Tensor, y: Tensor, lr: float = 1e-3,
-             foreach: bool = True) -> Callable[[], None]:
-    """One training step as the Trainer takes it: AdamW in its multi-tensor (``foreach``) form
-    (``foreach=False``: torch's per-tensor loop, the CPU default)."""
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, foreach=foreach)
+             impl: str = "default") -> Callable[[], None]:
+    """One training step as the Trainer takes it: AdamW in torch's default implementation for
+    the device (``impl="foreach"`` or ``"fused"``: the multi-tensor or fused kernels)."""
+    kw = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, **kw)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -189,13 +190,18 @@ def _step_by_feature(widths: list[int], batch: int, repeats: int, seed: int) -> 
         nets[name] = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed), **kw)
     tensors = {name: len(list(net.parameters())) for name, net in nets.items()}
     fns = {name: _step_fn(net, x, y) for name, net in nets.items()}
-    loop = "default, per-tensor AdamW loop (both)"
-    fns[loop] = _step_fn(copy.deepcopy(nets[next(iter(variants))]), x, y, foreach=False)
-    fns["tanh loop"] = _step_fn(copy.deepcopy(nets["tanh"]), x, y, foreach=False)
-    tensors[loop] = tensors[next(iter(variants))]
+    first = next(iter(variants))
+    levers = {}
+    for impl in ("foreach", "fused"):  # the optimizer levers, applied to both networks
+        name = f"default, {impl} AdamW (both)"
+        fns[name] = _step_fn(copy.deepcopy(nets[first]), x, y, impl=impl)
+        fns[f"tanh {impl}"] = _step_fn(copy.deepcopy(nets["tanh"]), x, y, impl=impl)
+        tensors[name] = tensors[first]
+        levers[name] = impl
     t = interleaved(fns, repeats=repeats, warmup=5, inner=5)
     ratios = {name: t.ratio(name, "tanh") for name in variants}
-    ratios[loop] = t.ratio(loop, "tanh loop")
+    for name, impl in levers.items():
+        ratios[name] = t.ratio(name, f"tanh {impl}")
     return {"widths": widths, "batch": batch, "ratios": ratios,
             "parameter_tensors": {name: tensors[name] for name in ratios},
             "tanh_parameter_tensors": tensors["tanh"]}

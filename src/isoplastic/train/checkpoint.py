@@ -403,17 +403,15 @@ OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
 
 def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer over all parameters, with the config's lr and weight decay
-    (and ``momentum`` for SGD and RMSprop), in torch's multi-tensor (``foreach``) form: one
-    kernel per update term for all parameter tensors instead of a Python loop over them, which
-    is most of the optimizer's cost for small networks (the ψ vectors and ``log o`` scalars are
-    4 of an isotropic MLP's 10 tensors). ``foreach`` is saved with the groups' settings, so a
-    resumed run takes the same kernels (bit-identical resume)."""
+    (and ``momentum`` for SGD and RMSprop), in torch's default implementation for the device
+    (the multi-tensor ``foreach`` form on CUDA; on the CPU it measured no faster, see
+    docs/benchmarks.md)."""
     try:
         cls = OPTIMIZER_CLASSES[config.optimizer]
     except KeyError:
         raise CheckpointError(f"optimizer {config.optimizer!r} is not one of "
                               f"{', '.join(OPTIMIZER_CLASSES)}") from None
-    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay, "foreach": True}
+    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay}
     if config.optimizer in ("sgd", "rmsprop"):
         kwargs["momentum"] = config.momentum
     return cls(net.parameters(), **kwargs)
