@@ -36,6 +36,7 @@ from .errors import UnsupportedOptimizerError as UnsupportedOptimizerError
 from .linalg import ordered_svd as ordered_svd
 from .linalg import random_orthogonal as random_orthogonal
 from .nn import AffineChain as AffineChain
+from .nn import ElementwiseCNN as ElementwiseCNN
 from .nn import ElementwiseMLP as ElementwiseMLP
 from .nn import IsotropicCNN as IsotropicCNN
 from .nn import IsotropicFFN as IsotropicFFN

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .. import activations as _acts
 from ..activations import isotropic as _iso
-from ..nn import ElementwiseMLP, IsotropicMLP
+from ..nn import ElementwiseCNN, ElementwiseMLP, IsotropicCNN, IsotropicMLP
 from ..ops.diagonalise import left_diagonalise, sparsify
 from ..topology import policies as _policies
 from ..topology.grow import neurogenesis
@@ -50,8 +50,12 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def _step_fn(net: nn.Module, x: Tensor, y: Tensor, lr: float = 1e-3) -> Callable[[], None]:
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+def _step_fn(net: nn.Module, x: Tensor, y: Tensor, lr: float = 1e-3,
+             impl: str = "default") -> Callable[[], None]:
+    """One training step as the Trainer takes it: AdamW in torch's default implementation for
+    the device (``impl="foreach"`` or ``"fused"``: the multi-tensor or fused kernels)."""
+    kw = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, **kw)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -72,7 +76,7 @@ def _size_widths(size: str | int) -> list[int]:
 # 1. activation and training step
 # --------------------------------------------------------------------------------------------
 def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats: int = 15,
-                        seed: int = 0, log: Log = _quiet) -> dict:
+                        seed: int = 0, log: Log = _quiet, cnn_kw: dict | None = None) -> dict:
     """Ratios isotropic / element-wise tanh: activation fwd+bwd, and a full AdamW step.
 
     ``*_reference`` entries time the plain-autograd formula (``fused_kernel(False)``) in the
@@ -130,7 +134,10 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
             log(f"  size {size} batch {b}: activation {row['activation_ratio']:.2f}x "
                 f"(reference {row['activation_ratio_reference']:.2f}x), train step "
                 f"{row['train_step_ratio']:.3f}x (reference {row['train_step_ratio_reference']:.3f}x)")
+    cnn = cnn_step(repeats=repeats, seed=seed, log=log, **(cnn_kw or {}))
     return {
+        "cnn": cnn,
+        "cnn_train_step_ratio": cnn["train_step_ratio"],
         "train_step_ratio": max(r["train_step_ratio"] for r in rows),
         "train_step_ratio_reference": max(r["train_step_ratio_reference"] for r in rows),
         "activation_ratio": max(r["activation_ratio"] for r in rows),
@@ -138,6 +145,33 @@ def activation_and_step(sizes=(256, 1024, "3072-in"), batches=(48, 256), repeats
         "smallest_step_by_feature": _step_by_feature(_size_widths(sizes[0]), batches[0],
                                                      repeats, seed),
     }
+
+
+def cnn_step(in_shape=(1, 28, 28), channels=(16, 32), head=(64,), batch: int = 48,
+             repeats: int = 15, seed: int = 0, log: Log = _quiet) -> dict:
+    """One AdamW step of :class:`~isoplastic.IsotropicCNN` against the same-shaped
+    :class:`~isoplastic.ElementwiseCNN` (3×3 kernels, "same" padding, mean pooling), float32.
+
+    Cost model: the convolutions are shared; the isotropic activation over the channel axis adds
+    a reduction ``Σ_c z²`` per position and the product ``g z`` forward, and three passes
+    backward, and the ψ term ``ψ ⊗ avgpool(g)`` one batched rank-one update per channel space
+    (tanh: one pass each way), so the ratio is bounded by the element-wise passes' share of the
+    step."""
+    torch.manual_seed(seed)
+    x = torch.randn(batch, *in_shape)
+    y = torch.randint(0, 10, (batch,))
+    kw = dict(kernel_sizes=3, head=list(head), n_classes=10)
+    iso = IsotropicCNN(in_shape, list(channels), generator=torch.Generator().manual_seed(seed),
+                       **kw)
+    el = ElementwiseCNN(in_shape, list(channels), generator=torch.Generator().manual_seed(seed),
+                        **kw)
+    t = interleaved({"iso": _step_fn(iso, x, y), "tanh": _step_fn(el, x, y)},
+                    repeats=repeats, warmup=2)
+    out = {"in_shape": list(in_shape), "channels": list(channels), "head": list(head),
+           "batch": batch, "train_step_ratio": t.ratio("iso", "tanh"), "step_times": t.as_dict()}
+    log(f"  CNN {list(in_shape)} channels {list(channels)} head {list(head)} batch {batch}: "
+        f"train step {out['train_step_ratio']:.3f}x")
+    return out
 
 
 def _step_by_feature(widths: list[int], batch: int, repeats: int, seed: int) -> dict:
@@ -155,11 +189,21 @@ def _step_by_feature(widths: list[int], batch: int, repeats: int, seed: int) -> 
     for name, kw in variants.items():
         nets[name] = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed), **kw)
     tensors = {name: len(list(net.parameters())) for name, net in nets.items()}
-    t = interleaved({name: _step_fn(net, x, y) for name, net in nets.items()},
-                    repeats=repeats, warmup=5, inner=5)
-    return {"widths": widths, "batch": batch,
-            "ratios": {name: t.ratio(name, "tanh") for name in variants},
-            "parameter_tensors": {name: tensors[name] for name in variants},
+    fns = {name: _step_fn(net, x, y) for name, net in nets.items()}
+    first = next(iter(variants))
+    levers = {}
+    for impl in ("foreach", "fused"):  # the optimizer levers, applied to both networks
+        name = f"default, {impl} AdamW (both)"
+        fns[name] = _step_fn(copy.deepcopy(nets[first]), x, y, impl=impl)
+        fns[f"tanh {impl}"] = _step_fn(copy.deepcopy(nets["tanh"]), x, y, impl=impl)
+        tensors[name] = tensors[first]
+        levers[name] = impl
+    t = interleaved(fns, repeats=repeats, warmup=5, inner=5)
+    ratios = {name: t.ratio(name, "tanh") for name in variants}
+    for name, impl in levers.items():
+        ratios[name] = t.ratio(name, f"tanh {impl}")
+    return {"widths": widths, "batch": batch, "ratios": ratios,
+            "parameter_tensors": {name: tensors[name] for name in ratios},
             "tanh_parameter_tensors": tensors["tanh"]}
 
 
@@ -231,34 +275,41 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     steps_per_epoch = epoch_samples / batch
     n_hidden = len(widths) - 2
 
-    # scenarios: a net needing no change, and nets needing 5 removals in one layer
-    def variant(extra_layer: int | None, extra: int = 5) -> Trained:
+    # scenarios: a net needing no change, and nets needing 5 removals in one layer. ``warm``:
+    # a pass ran before (untimed), so its tracked spectra are there, as for every pass after
+    # the first; the reference and untracked rows count every layer from scratch.
+    def variant(extra_layer: int | None, extra: int = 5, warm: bool = True) -> Trained:
         net = copy.deepcopy(base)
+        opt = _adamw_with_state(net, seed)
+        if warm:
+            neuroadapt(net, scaffold=2, threshold=0.1, optimizer=opt)
         if extra_layer is not None:
-            neurogenesis(net, extra_layer, extra, init_scale=0.0)
-        return net, _adamw_with_state(net, seed)
+            neurogenesis(net, extra_layer, extra, opt, init_scale=0.0)
+        return net, opt
 
     work: dict[str, Trained] = {}
     fns: dict[str, Callable[[], object]] = {}
 
     def add(name: str, make: Callable[[], Trained],
             op: Callable[[IsotropicMLP, torch.optim.Optimizer], object],
-            fast: bool = True) -> None:
+            fast: bool = True, track: bool = True) -> None:
         def f() -> None:
-            _policies.FAST_COUNT = fast
+            _policies.FAST_COUNT, _policies.TRACK = fast, track
             try:
                 op(*work[name])
             finally:
-                _policies.FAST_COUNT = True
+                _policies.FAST_COUNT, _policies.TRACK = True, True
         fns[name] = f
         makers[name] = make
 
     makers: dict[str, Callable[[], Trained]] = {}
     adapt = lambda net, opt: neuroadapt(net, scaffold=2, threshold=0.1, optimizer=opt)  # noqa: E731
     add("neuroadapt_no_change", lambda: variant(None), adapt)
+    add("neuroadapt_no_change_untracked", lambda: variant(None), adapt, track=False)
     add("neuroadapt_no_change_reference", lambda: variant(None), adapt, fast=False)
     for k in range(n_hidden):
         add(f"neuroadapt_remove5_layer{k}", lambda k=k: variant(k), adapt)
+        add(f"neuroadapt_remove5_layer{k}_untracked", lambda k=k: variant(k), adapt, track=False)
         add(f"neuroadapt_remove5_layer{k}_reference", lambda k=k: variant(k), adapt, fast=False)
     for k in range(n_hidden):
         for n in ks:
@@ -266,25 +317,34 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
                 lambda net, opt, k=k, n=n: neurodegeneration(net, k, n, opt))
             add(f"neurogenesis_layer{k}_n{n}", lambda: variant(None),
                 lambda net, opt, k=k, n=n: neurogenesis(net, k, n, opt))
+    add("neurogenesis_layer0_n1_ordered", lambda: variant(None),
+        lambda net, opt: neurogenesis(net, 0, 1, opt, diagonalise=True))
 
     def setup(name: str) -> None:
         work[name] = makers[name]()
 
-    # checks: decisions identical with and without the fast count
+    # checks: decisions identical with tracked counts, full Gram counts and svdvals counts
     check = {}
     for k in range(n_hidden):
-        (a, opt_a), (b, opt_b) = variant(k), variant(k)
+        (a, opt_a), (b, opt_b), (r, opt_r) = variant(k), variant(k), variant(k)
         ca = neuroadapt(a, scaffold=2, threshold=0.1, optimizer=opt_a)
-        _policies.FAST_COUNT = False
+        _policies.TRACK = False
         try:
             cb = neuroadapt(b, scaffold=2, threshold=0.1, optimizer=opt_b)
         finally:
+            _policies.TRACK = True
+        _policies.FAST_COUNT = False
+        try:
+            cr = neuroadapt(r, scaffold=2, threshold=0.1, optimizer=opt_r)
+        finally:
             _policies.FAST_COUNT = True
+        ops = [[(c.op, c.layer, c.n) for c in cs] for cs in (ca, cb, cr)]
         check[f"layer{k}"] = {
-            "same_changes": [c.as_dict() for c in ca] == [c.as_dict() for c in cb],
-            "changes": [(c.op, c.layer, c.n) for c in ca],
+            "same_changes": ops[0] == ops[1] == ops[2],
+            "changes": ops[0],
             "max_abs_weight_diff": max(float((p - q).detach().abs().max())
-                                       for p, q in zip(a.parameters(), b.parameters())),
+                                       for other in (b, r)
+                                       for p, q in zip(a.parameters(), other.parameters())),
         }
 
     t = interleaved(fns, repeats=repeats, warmup=1, setup=setup)
@@ -303,6 +363,10 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         "neuroadapt_epoch_fraction_reference": max(
             frac[f"neuroadapt_remove5_layer{k}_reference"] for k in range(n_hidden)),
         "neuroadapt_no_change_epoch_fraction": frac["neuroadapt_no_change"],
+        "neurogenesis_epoch_fraction": max(frac[f"neurogenesis_layer0_n{n}"] for n in ks),
+        "neurodegeneration_epoch_fraction": max(frac[f"neurodegeneration_layer0_n{n}"]
+                                                for n in ks),
+        "drift_after_training": _drift_after_training(base, x, y, seed),
         "fractions": frac, "times": t.as_dict(), "decision_check": check,
         "transaction_clone_s": t_med(clone_t, "clone"),
         "rollback_memory": rollback_memory(widths, batch),
@@ -320,6 +384,31 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         f"{100 * out['neuroadapt_epoch_fraction_reference']:.3f}%), no change: "
         f"{100 * frac['neuroadapt_no_change']:.3f}%")
     return out
+
+
+def _drift_after_training(base: IsotropicMLP, x: Tensor, y: Tensor, seed: int,
+                          steps=(1, 10)) -> list[dict]:
+    """Whether a tracked count survives training: after a pass, ``s`` AdamW steps (lr 1e-3),
+    then per hidden layer the certified drift bound ``‖ΔW‖_F`` against the distance of the
+    tracked strengths to τ = 0.1 (the certificate needs drift < gap)."""
+    from ..topology import spectra
+
+    net = copy.deepcopy(base)
+    opt = _adamw_with_state(net, seed)
+    neuroadapt(net, scaffold=2, threshold=0.1, optimizer=opt)
+    step = _step_fn(net, x, y)  # its own AdamW: the state above only needed to exist
+    rows, done = [], 0
+    for s in steps:
+        for _ in range(s - done):
+            step()
+        done = s
+        for k in range(net.n_hidden):
+            spec = spectra.tracked(net)[k]
+            w = net.linears[k].weight.detach()
+            d = spectra.drift(w, spec.anchor)
+            rows.append({"steps": s, "layer": k, "drift": d, "gap": spec.gap(0.1),
+                         "certified": spectra.certified(spec, w, 0.1, d) is not None})
+    return rows
 
 
 def _first_layer_parts(w: Tensor, repeats: int) -> dict[str, float]:
@@ -806,16 +895,22 @@ def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "
         t0 = time.perf_counter()
         log(f"[{s}]")
         if s == "activation":
-            kw = (dict(sizes=(16,), batches=(4,), repeats=3) if tiny else
+            kw = (dict(sizes=(16,), batches=(4,), repeats=3,
+                       cnn_kw=dict(in_shape=(1, 6, 6), channels=(3, 4), head=(5,), batch=4))
+                  if tiny else
                   dict(repeats=7) if quick else dict(repeats=25))
             r = activation_and_step(log=log, **kw)
             res["train_step_ratio"] = r["train_step_ratio"]
+            res["cnn_train_step_ratio"] = r["cnn_train_step_ratio"]
             res["activation_ratio"] = r["activation_ratio"]
         elif s == "adaptation":
             kw = (dict(widths=(40, 12, 12, 5), train_batches=6, ks=(1, 2), repeats=2) if tiny else
                   dict(train_batches=60, repeats=3) if quick else dict(train_batches=300, repeats=7))
             r = adaptation_cost(log=log, **kw)
             res["neuroadapt_epoch_fraction"] = r["neuroadapt_epoch_fraction"]
+            for key in ("neuroadapt_no_change_epoch_fraction", "neurogenesis_epoch_fraction",
+                        "neurodegeneration_epoch_fraction"):
+                res[key] = r[key]
             res["rollback_peak_over_touched"] = r["rollback_memory"]["peak_over_touched"]
         elif s == "sparse":
             kw = (dict(width=32, depths=(4,), batch=8, repeats=3) if tiny else

@@ -509,18 +509,21 @@ class Change:
                 seen.setdefault(id(p), p)
         return list(seen.values())
 
-    def validate_space(self, space: HiddenSpace) -> Change:
+    def validate_space(self, space: HiddenSpace, *, state: bool = True) -> Change:
         """Check now what :meth:`validate` would check for ``space``: every attached tensor
         finite, its intrinsic length finite, and the optimizer's state of its parameters
         transportable. Operations call it before decomposing a weight, so that a NaN is reported
-        as such and not as a failed SVD."""
+        as such and not as a failed SVD. ``state=False`` checks only the model's tensors and the
+        optimizer's class (a read-only pass such as a count; each change still checks the state
+        it moves when it is applied)."""
         space.check_finite()
         act = space.activation
         if act is not None and not math.isfinite(act.o):
             raise NonFiniteError(f"{self.op}: {space.name} has intrinsic length {act.o}; "
                                  "restore the model from a checkpoint first")
-        ostate.check_transportable(self.optimizer, space.params())
-        self._checked.add(id(space))
+        ostate.check_transportable(self.optimizer, space.params() if state else [])
+        if state:
+            self._checked.add(id(space))
         return self
 
     def validate(self) -> None:

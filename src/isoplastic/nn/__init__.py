@@ -1,5 +1,6 @@
 """Networks built from isotropic layers, and element-wise baselines with the same layout."""
 
+from .baselines import ElementwiseCNN as ElementwiseCNN
 from .baselines import ElementwiseMLP as ElementwiseMLP
 from .chain import AffineChain as AffineChain
 from .chain import PsiMode as PsiMode

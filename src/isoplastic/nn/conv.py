@@ -277,6 +277,20 @@ class IsotropicCNN(AffineChain):
         pad = s // 2 if self.padding == "same" else 0
         return F.avg_pool2d(g, s, stride=1, padding=pad, count_include_pad=True)
 
+    @staticmethod
+    def _add_psi(z: Tensor, psi: Tensor, gbar: Tensor) -> Tensor:
+        """``z + ψ ⊗ ḡ``: ``z`` ``(batch, C, H, W)``, ``ψ`` ``(C,)``, ``ḡ`` ``(batch, 1, H, W)``.
+
+        Evaluated as a batched rank-one update (``baddbmm`` with inner size 1), so that autograd
+        contracts the gradient with ``ḡ`` and ``ψ`` by matrix products (``∂L/∂ψ_c = Σ_{b,p}
+        G_{bcp} ḡ_{bp}``, ``∂L/∂ḡ_{bp} = Σ_c G_{bcp} ψ_c``) instead of forming two
+        ``(batch, C, H, W)`` products first: one pass over the feature map forward and two reads
+        backward."""
+        b, c, h, w = z.shape
+        out = torch.baddbmm(z.reshape(b, c, h * w), psi.view(1, c, 1).expand(b, c, 1),
+                            gbar.reshape(b, 1, h * w))  # (batch, C, H·W)
+        return out.view(b, c, h, w)
+
     def _check_input(self, x: Tensor) -> None:
         check_input_dtype(self, x, self.convs[0].weight)
         c = int(self.convs[0].weight.shape[1])
@@ -292,7 +306,7 @@ class IsotropicCNN(AffineChain):
         for k, conv in enumerate(self.convs):
             z = conv(h)  # (batch, C_k, H_k, W_k)
             if psi and k >= 1:
-                z = z + self.psi[k - 1].view(-1, 1, 1) * self._window_gain(g, k)
+                z = self._add_psi(z, self.psi[k - 1], self._window_gain(g, k))
             h, g = self.activations[k].forward_with_gain(z)  # g: (batch, 1, H_k, W_k)
             gains.append(g)
         if self.pooling == "mean":

@@ -13,9 +13,15 @@ values a little; when that carries one across τ, the pass is repeated (at most 
 times) so the postcondition — exactly ``S`` strengths ≤ τ in every layer — holds on return.
 The paper's code makes a single pass.
 
-Growth here skips the paper's left diagonalisation before appending scaffolds: exactness does
-not need it (a zero row is silent in any basis) and without the rotation the growth is exact to
-the bit, in float32 too. Removals still diagonalise first, which also restores the ordering.
+Growth skips the paper's left diagonalisation before appending scaffolds (the default of
+:func:`~isoplastic.neurogenesis`): exactness does not need it (a zero row is silent in any
+basis) and without the rotation the growth is exact to the bit, in float32 too. Removals still
+diagonalise first, which also restores the ordering.
+
+Counts are certified (:mod:`.spectra`): each layer's spectrum is tracked between passes, and a
+pass over layers whose weights moved less than their strengths' distance to τ (Weyl's
+inequality with a Frobenius-norm bound of the change) makes no decomposition at all; other
+layers are counted by the float64 Gram route. The decisions are those of the ``svdvals`` counts.
 
 Policies for the trainer follow :class:`AbstractPolicy`: one call per epoch that receives the
 network, the optimizer and the epoch and returns the changes it made.
@@ -33,7 +39,6 @@ next layer (a refused layer is not revisited by later passes of :func:`neuroadap
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,11 +49,12 @@ from torch import nn
 from ..core.change import Change, operation, transaction
 from ..core.model import IsoplasticBlock, hidden_spaces, resolve, resolve_all, space_name
 from ..errors import IsoplasticError, TopologyError
-from ..linalg import decomposable
 from ..ops.diagonalise import singular_values
+from . import spectra as _spectra
 from .grow import neurogenesis
 from .record import StructuralChange
 from .shrink import neurodegeneration, remove_weakest
+from .spectra import strength_count as strength_count
 
 
 class ChangeRefused(IsoplasticError):
@@ -135,9 +141,9 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
         raise TopologyError(f"neuroadapt: threshold={threshold!r} must be >= 0")
     found = resolve_all(net, "neuroadapt")
     check = Change("neuroadapt", optimizer)
-    for _, block in found:
+    for _, block in found:  # what the counts read; each change checks the state it moves
         for k in range(block.n_hidden):
-            check.validate_space(block.hidden_space(k))
+            check.validate_space(block.hidden_space(k), state=False)
     chosen: dict[int, set[int]] | None = None
     if layers is not None:
         chosen = {}
@@ -167,13 +173,13 @@ def _adapt_block(block: IsoplasticBlock, prefix: str, order: list[int], scaffold
     guard sees it."""
     changes: list[StructuralChange] = []
     blocked: set[int] = set()
-    counts: dict[int, _Count] = {}
+    spectra = _spectra.tracked(block)
     for _ in range(max_passes):
         changed = False
         for k in order:
             if k in blocked:
                 continue
-            c, width = _scaffold_count(block, k, threshold, counts)
+            c, width = _scaffold_count(block, k, threshold)
             apply = None
             if c < scaffold:
                 def apply(k=k, n=scaffold - c):
@@ -184,16 +190,18 @@ def _adapt_block(block: IsoplasticBlock, prefix: str, order: list[int], scaffold
                 n = min(c - scaffold, width - 1)
                 if n > 0:
                     def apply(k=k, n=n):
-                        return _removal(block, k, n, optimizer, counts)
+                        return _removal(block, k, n, optimizer)
+            change = None
+            if apply is not None:
+                change = _guarded(guard, _named(apply, space_name(prefix, k)), refused)
+            if k in spectra:
+                spectra[k].gram = None  # only a removal decided in this visit may use it
             if apply is None:
                 continue
-            change = _guarded(guard, _named(apply, space_name(prefix, k)), refused)
-            if k in counts:
-                counts[k].gram = None  # only the removal just decided may use it
             if change is None:
                 blocked.add(k)
             else:
-                _after_change(block, k, change, threshold, counts)
+                _after_change(block, k, change)
                 changes.append(change)
                 changed = True
         if not changed:
@@ -201,136 +209,50 @@ def _adapt_block(block: IsoplasticBlock, prefix: str, order: list[int], scaffold
     return changes
 
 
-@dataclass
-class _Count:
-    """A certified scaffold count of one layer's incoming matrix ``w`` (see :func:`_certified`)."""
-
-    w: torch.Tensor  # a copy of the matrix that was counted
-    count: int
-    slack: float  # min |σ_i − τ| beyond the round-off tolerance (0 for the svdvals route)
-    sigma_max: float
-    gram: torch.Tensor | None = None  # float64 w wᵀ when that was the Gram counted; held briefly
-
-    def matches(self, w: torch.Tensor) -> bool:
-        return self.w.shape == w.shape and torch.equal(self.w, w)
-
-
-def _scaffold_count(net: IsoplasticBlock, k: int, threshold: float,
-                    cache: dict[int, _Count]) -> tuple[int, int]:
+def _scaffold_count(net: IsoplasticBlock, k: int, threshold: float) -> tuple[int, int]:
     """``(#{i : σ_i ≤ τ}, n_k)`` for hidden layer ``k``: the same count as
     ``(singular_values(net, k) <= threshold).sum()``, computed faster.
 
-    A layer whose incoming weight is bit-for-bit what the cache holds for it reuses that count:
-    either counted earlier in this :func:`neuroadapt` call (a change in layer ``k`` only touches
-    the weights of layers ``k`` and ``k+1``) or predicted by :func:`_after_change`. Otherwise
-    :func:`strength_count`'s certified route counts it.
+    The count comes from the layer's tracked spectrum when its certificate holds (a matrix equal
+    to, or provably close to, the one counted last, possibly in an earlier pass; see
+    :mod:`.spectra`), else from the certified Gram route, whose spectrum is then tracked.
     """
     if not FAST_COUNT:
         strengths = singular_values(net, k)
         return int((strengths <= threshold).sum()), int(strengths.shape[0])
-    w = net.hidden_layer(k).incoming_matrix()
-    hit = cache.get(k)
-    if hit is not None and hit.matches(w):
-        return hit.count, int(w.shape[0])
-    c, slack, smax, gram = _certified(w, threshold)
-    cache[k] = _Count(w.clone(), c, slack, smax, gram)
-    return c, int(w.shape[0])
+    return _spectra.tracked_count(net, k, threshold, track=TRACK)
 
 
-def _removal(net: IsoplasticBlock, k: int, n: int, optimizer: torch.optim.Optimizer | None,
-             cache: dict[int, _Count]) -> StructuralChange:
+def _removal(net: IsoplasticBlock, k: int, n: int, optimizer: torch.optim.Optimizer | None
+             ) -> StructuralChange:
     """Neurodegeneration of layer ``k``, reusing what its count computed: the Gram matrix
     ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` for the bound."""
-    mine, nxt = cache.get(k), cache.get(k + 1)
-    w = net.hidden_layer(k).incoming_matrix()
-    gram = mine.gram if mine is not None and mine.matches(w) else None
-    next_norm = None
-    if nxt is not None and k + 1 < net.n_hidden and nxt.matches(
-            net.hidden_layer(k + 1).incoming_matrix()):
-        next_norm = nxt.sigma_max  # ‖W_{k+1}‖₂: rotating or dropping its columns never raises it
+    gram = next_norm = None
+    if FAST_COUNT:
+        mine = _spectra.tracked(net).get(k)
+        gram = mine.gram if mine is not None else None  # formed by this visit's count only
+        nxt = _spectra.exact_anchor(net, k + 1) if k + 1 < net.n_hidden else None
+        if nxt is not None:
+            next_norm = nxt.sigma_max  # ‖W_{k+1}‖₂: rotating or dropping columns never raises it
     return remove_weakest(net, k, n, optimizer, gram=gram, next_norm=next_norm)
 
 
-def _after_change(net: IsoplasticBlock, k: int, change: StructuralChange, threshold: float,
-                  cache: dict[int, _Count]) -> None:
-    """Predict layer ``k``'s count after :func:`neuroadapt`'s own change, without a recount.
+def _after_change(net: IsoplasticBlock, k: int, change: StructuralChange) -> None:
+    """Carry layer ``k``'s tracked spectrum through :func:`neuroadapt`'s own removal without
+    a recount (:func:`.spectra.reduced`): a removal by singular value keeps the largest
+    strengths, moved only by the rotation's round-off. (Growth carries the spectra itself,
+    :func:`.spectra.grown`: it appends exact zero strengths.)"""
+    if FAST_COUNT and change.op == "neurodegeneration":
+        _spectra.reduced(net, k, change.n)
 
-    * Growth appends zero rows and leaves the others bit-for-bit: the singular values gain ``n``
-      zeros (each ``≤ τ`` for ``τ > 0``) and keep the rest, so the count is ``c + n``.
-    * Removal rotates into the singular basis and drops the ``n`` smallest strengths, all
-      ``≤ τ``: the rest are kept, moved only by the rotation's round-off, which is bounded like
-      the count's own float error (``16 sqrt(max(m, n)) eps σ_max``). The count ``c − n`` is
-      reused only while the old count's slack exceeds that shift; otherwise layer ``k`` is
-      counted again.
-    """
-    old = cache.pop(k, None)
-    if old is None or not FAST_COUNT:
-        return
-    w = net.hidden_layer(k).incoming_matrix()
-    if change.op == "neurogenesis" and threshold > 0:
-        cache[k] = _Count(w.clone(), old.count + change.n, min(old.slack, threshold),
-                          old.sigma_max)
-    elif change.op == "neurodegeneration":
-        shift = _rounding(w, old.sigma_max)
-        if old.slack > shift:
-            cache[k] = _Count(w.clone(), old.count - change.n, old.slack - shift, old.sigma_max)
-
-
-def _rounding(w: torch.Tensor, sigma_max: float) -> float:
-    """``16 sqrt(max(m, n)) eps_w σ_max``: a generous bound on how far ``w``'s own rounding
-    (or that of a rotation computed in ``w``'s dtype) moves its singular values."""
-    return 16.0 * max(w.shape) ** 0.5 * torch.finfo(w.dtype).eps * sigma_max
-
-
-_GRAM_MIN_SIZE = 64 * 64
 
 #: Count scaffolds through the certified Gram route and reuse counts of unchanged layers (set
 #: False to time the plain ``svdvals`` route; the counts, hence the decisions, are the same).
 FAST_COUNT = True
 
-
-@operation
-def strength_count(w: torch.Tensor, threshold: float) -> int:
-    """Number of neuron strengths ``≤ threshold`` of an incoming matrix ``w`` (``(n_k, fan_in)``).
-
-    Equal to ``int((neuron_strengths(svdvals(w), n_k) <= threshold).sum())`` (padding zeros
-    included). For matrices with at least 4096 entries the singular values are taken as
-    ``sqrt(eigvalsh(w w^T))`` of the smaller Gram matrix in float64 (a 500 × 3072 layer: ~45 ms
-    instead of ~170 ms for ``svdvals``). Its error in ``σ`` is at most about
-    ``sqrt(n eps_64) σ_max``; the reference's own error is about ``sqrt(n) eps_w σ_max``. If any
-    singular value lies within a generous multiple of both of ``threshold``, where the two
-    could disagree, the reference ``svdvals`` count is returned instead.
-    """
-    return _certified(w, threshold)[0]
-
-
-@torch.no_grad()
-def _certified(w: torch.Tensor, threshold: float
-               ) -> tuple[int, float, float, torch.Tensor | None]:
-    """:func:`strength_count` with its slack ``min |σ − τ| − tol``, ``σ_max`` and, for float32
-    matrices no taller than wide, the float64 Gram ``w wᵀ`` it decomposed."""
-    m, n = w.shape
-    if w.numel() < _GRAM_MIN_SIZE or not w.is_floating_point():
-        return (*_reference_count(w, threshold), None)
-    w64 = w.to(torch.float64)
-    gram = w64 @ w64.mT if m <= n else w64.mT @ w64
-    lam = torch.linalg.eigvalsh(gram)
-    sig = lam.clamp_min(0.0).sqrt()
-    smax = float(sig.max()) if sig.numel() else 0.0
-    tol = _rounding(w, smax) + 4.0 * (max(m, n) * torch.finfo(torch.float64).eps) ** 0.5 * smax
-    gap = float((sig - threshold).abs().min()) if sig.numel() else math.inf
-    left = gram if m <= n and w.dtype != torch.float64 else None
-    if not gap > tol or not math.isfinite(smax):
-        return (*_reference_count(w, threshold), left)
-    return int((sig <= threshold).sum()) + max(m - n, 0), gap - tol, smax, left
-
-
-def _reference_count(w: torch.Tensor, threshold: float) -> tuple[int, float, float]:
-    s = torch.linalg.svdvals(decomposable(w))
-    pad = max(w.shape[0] - s.shape[0], 0)
-    smax = float(s.max()) if s.numel() else 0.0
-    # the reference count has no slack to spend on predicted counts
-    return int((s <= threshold).sum()) + pad, 0.0, smax
+#: Certify counts from each layer's tracked spectrum between passes (set False to time the
+#: full Gram route every time; the counts, hence the decisions, are the same).
+TRACK = True
 
 
 @operation
