@@ -37,6 +37,7 @@ from .linalg import ordered_svd as ordered_svd
 from .linalg import random_orthogonal as random_orthogonal
 from .nn import AffineChain as AffineChain
 from .nn import ElementwiseMLP as ElementwiseMLP
+from .nn import GroupedIsotropicMLP as GroupedIsotropicMLP
 from .nn import IsotropicCNN as IsotropicCNN
 from .nn import IsotropicMLP as IsotropicMLP
 from .nn import PsiMode as PsiMode
