@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from ..activations import AbstractRadialProfile, IntrinsicLength, TanhProfile
 from ..errors import TopologyError
-from .chain import PsiMode, check_init, check_input_dtype, init_affine
+from .chain import PsiMode, check_init, check_input_dtype, init_affine, psi_penalty
 from .mlp import IsotropicMLP, _check_widths
 
 __all__ = ["GroupedIsotropicMLP", "GroupedLayer", "split_groups"]
@@ -124,10 +124,11 @@ class GroupedLayer(nn.Module):
         return [b.widths[1] for b in self.groups]
 
     def psi_penalty(self) -> Tensor:
-        total = self.groups[0].psi_penalty()
-        for branch in list(self.groups)[1:]:
-            total = total + branch.psi_penalty()
-        return total
+        """``λ Σ_g ‖ψ_g‖²`` (ψ mode ``"trainable+decay"``) in one concatenation and one dot
+        product, else 0."""
+        first = self.groups[0]
+        return psi_penalty([b.psi[0] for b in self.groups if len(b.psi)],  # type: ignore[arg-type]
+                           first.psi_mode, first.psi_decay, first.linears[0].weight)
 
     def _segments(self, sizes: tuple[int, ...], device: torch.device) -> Tensor:
         """``(n,)``: the group of every neuron (cached per layout)."""
@@ -160,9 +161,10 @@ class GroupedLayer(nn.Module):
         else:
             index = self._segments(sizes, z.device)
             q = z.new_zeros(z.shape[0], n_groups).index_add(1, index, z * z)  # (batch, G)
-        if act.mode is not IntrinsicLength.NONE:
-            o = torch.stack([b.activations[0].o_tensor() for b in branches]).to(q.dtype)  # (G,)
-            q = q + o
+        if act.mode is IntrinsicLength.TRAINABLE:  # one exp for every group's log o
+            q = q + torch.stack([b.activations[0].log_o for b in branches]).exp().to(q.dtype)
+        elif act.mode is IntrinsicLength.CONSTANT:
+            q = q + torch.stack([b.activations[0].o_buffer for b in branches]).to(q.dtype)  # (G,)
             if act.mode is IntrinsicLength.CONSTANT:  # a raw o may be negative: ρ² = |‖z‖² + o|
                 q = q.abs()
         gain = act.profile.gain(q, act.eps * act.eps)  # (batch, G)
