@@ -44,7 +44,10 @@ def _seed_and_restore_dtype():
 # A test that takes an argument named ``float_dtype`` runs once per float dtype. The tolerance it holds
 # each dtype to is stated once, in :data:`isoplastic.testing.FLOAT_TOLERANCE` (max |Δ logit| /
 # max |logit|: 1e-10 for float64, 1e-5 for float32); use ``FLOAT_TOLERANCE[float_dtype]``, not a
-# literal. This is direct parametrisation (not a fixture), so it also works with hypothesis.
+# literal. Tests that compare two evaluations of the same formula (a fused forward against the
+# textbook one) use ``reference.AGREEMENT_TOLERANCE[float_dtype]`` (1e-13 / 4e-6). This is direct
+# parametrisation (not a fixture), so it also works with hypothesis (put ``float_dtype`` first when
+# @given fills the other arguments by position).
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
 

@@ -39,7 +39,11 @@ from .nn import AffineChain as AffineChain
 from .nn import ElementwiseMLP as ElementwiseMLP
 from .nn import GroupedIsotropicMLP as GroupedIsotropicMLP
 from .nn import IsotropicCNN as IsotropicCNN
+from .nn import IsotropicFFN as IsotropicFFN
 from .nn import IsotropicMLP as IsotropicMLP
+from .nn import IsotropicNorm as IsotropicNorm
+from .nn import IsotropicResidualMLP as IsotropicResidualMLP
+from .nn import IsotropicTransformer as IsotropicTransformer
 from .nn import PsiMode as PsiMode
 from .nn.parallel import parallel_forward as parallel_forward
 from .ops.diagonalise import SparsifyReport as SparsifyReport

@@ -6,6 +6,11 @@ With logits ``z`` before and ``z'`` after a change, on ``N`` probe inputs:
 * ``kl = (1 / N) Σ_i KL(softmax(z_i) ‖ softmax(z'_i))`` (nats),
 * ``max_abs = max_{i,j} |z'_ij - z_ij|``,
 * ``agreement`` = fraction of inputs whose arg-max class is unchanged.
+
+Logits of shape ``(batch, classes)`` give one prediction per row. Logits with more axes, such as
+a language model's ``(batch, T, vocab)``, hold one prediction per position: the last axis is the
+class axis and every leading index is one of the ``N`` predictions (``N = batch·T``), so ``kl`` is
+the mean KL divergence per token and ``agreement`` the fraction of tokens whose arg-max is kept.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class FunctionChange:
 
 
 def compare_logits(before: Tensor, after: Tensor) -> FunctionChange:
-    """:class:`FunctionChange` between logits of shape ``(batch, classes)``."""
+    """:class:`FunctionChange` between logits of shape ``(batch, classes)``, or ``(..., classes)``
+    with one prediction per leading index (tokens of ``(batch, T, vocab)``)."""
     if before.shape != after.shape:
         raise ValueError(
             f"compare_logits: shapes differ, {tuple(before.shape)} vs {tuple(after.shape)}; "
@@ -43,10 +49,11 @@ def compare_logits(before: Tensor, after: Tensor) -> FunctionChange:
         )
     # Checked before the reshape: ``reshape(0, -1)`` of an empty batch raises an obscure
     # RuntimeError ("cannot reshape tensor of 0 elements ...") instead of this message.
-    if before.dim() == 0 or before.shape[0] == 0:
+    if before.dim() == 0 or before.numel() == 0:
         raise ValueError("compare_logits: empty batch; pass at least one probe input")
-    b = before.detach().to(torch.float64).reshape(before.shape[0], -1)
-    a = after.detach().to(torch.float64).reshape(after.shape[0], -1)
+    rows = before.shape[0] if before.dim() <= 2 else -1  # (N, classes), N = every prediction
+    b = before.detach().to(torch.float64).reshape(rows, before.shape[-1] if rows == -1 else -1)
+    a = after.detach().to(torch.float64).reshape(b.shape)
     diff = a - b
     denom = b.norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
     eps_scaled = float(100.0 * (diff.norm(dim=1) / denom).mean())
@@ -70,7 +77,8 @@ def function_change(
     """Function change between two networks (or two logit tensors) on probe inputs ``x``.
 
     Args:
-        before: a network (any callable ``x -> logits``) or its logits, shape ``(batch, classes)``.
+        before: a network (any callable ``x -> logits``) or its logits, shape ``(batch, classes)``
+            or ``(batch, T, vocab)`` (one prediction per token).
         after: the changed network or its logits.
         x: probe inputs, shape ``(batch, ...)``; needed when ``before``/``after`` are callables.
 

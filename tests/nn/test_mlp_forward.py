@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import AGREEMENT_TOLERANCE
 
 import isoplastic as ip
 from isoplastic.testing import random_isotropic_mlp
@@ -29,24 +30,25 @@ def _textbook(net: ip.IsotropicMLP, x: torch.Tensor) -> tuple[list, list, torch.
 @given(widths=widths_lists(), il=st.sampled_from(["none", "constant", "trainable"]),
        psi=st.sampled_from(["none", "constant", "trainable", "trainable+decay", "expectation"]),
        seed=seeds())
-def test_forward_equals_w_phi_plus_b_plus_psi_g(widths, il, psi, seed):
-    net = random_isotropic_mlp(widths, il, psi, seed=seed)
+def test_forward_equals_w_phi_plus_b_plus_psi_g(float_dtype, widths, il, psi, seed):
+    net = random_isotropic_mlp(widths, il, psi, seed=seed, dtype=float_dtype)
     x = torch.randn(7, widths[0], generator=torch.Generator().manual_seed(seed),
-                    dtype=torch.float64)
+                    dtype=torch.float64).to(float_dtype)
     with torch.no_grad():
         _check_forward(net, x)
 
 
 def _check_forward(net: ip.IsotropicMLP, x: torch.Tensor) -> None:
+    tol = AGREEMENT_TOLERANCE[x.dtype]
     pre, post, logits = _textbook(net, x)
     scale = float(logits.abs().max()) + 1.0
-    assert torch.allclose(net(x), logits, rtol=0, atol=1e-13 * scale)
+    assert torch.allclose(net(x), logits, rtol=0, atol=tol * scale)
     t = net.trace(x)
-    assert torch.allclose(t["logits"], logits, rtol=0, atol=1e-13 * scale)
+    assert torch.allclose(t["logits"], logits, rtol=0, atol=tol * scale)
     for a, b in zip(t["pre"], pre):
-        assert torch.allclose(a, b, rtol=0, atol=1e-13 * (float(b.abs().max()) + 1.0))
-    for a, b in zip(t["post"], post):
-        assert torch.allclose(a, b, rtol=0, atol=1e-13)
+        assert torch.allclose(a, b, rtol=0, atol=tol * (float(b.abs().max()) + 1.0))
+    for a, b in zip(t["post"], post):  # unit-bounded: |φ(z)| < 1
+        assert torch.allclose(a, b, rtol=0, atol=tol)
     for k, (g, z) in enumerate(zip(net.gains(x), t["pre"])):
         assert g.shape == (x.shape[0], 1)
         assert torch.equal(g, net.activations[k].gain(z))

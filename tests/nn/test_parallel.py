@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 import isoplastic as ip
 from isoplastic.activations import log1p_profile
 from isoplastic.nn.parallel import build_plan, parallel_forward
+from isoplastic.testing import FLOAT_TOLERANCE
 
-EXACT = 1e-10
+EXACT = FLOAT_TOLERANCE[torch.float64]
 DT = torch.float64
 
 
@@ -40,10 +41,12 @@ def randomise(net: ip.IsotropicMLP, seed: int, scale: float = 0.5) -> ip.Isotrop
     batch=st.integers(1, 6),
     seed=st.integers(0, 2**16),
 )
-def test_parallel_forward_equals_forward(widths, psi, intrinsic, batch, seed):
+def test_parallel_forward_equals_forward(float_dtype, widths, psi, intrinsic, batch, seed):
     net = randomise(ip.IsotropicMLP(widths, intrinsic_length=intrinsic, psi=psi).to(DT), seed)
+    net = net.to(float_dtype)
     x = 2.0 * torch.randn(batch, widths[0], generator=torch.Generator().manual_seed(seed), dtype=DT)
-    assert rel(parallel_forward(net, x), net(x)) <= EXACT
+    x = x.to(float_dtype)
+    assert rel(parallel_forward(net, x), net(x)) <= FLOAT_TOLERANCE[float_dtype]
 
 
 @pytest.mark.parametrize("variant", ["log1p profile", "paper small ball", "tiny inputs"])

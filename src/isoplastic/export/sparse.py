@@ -136,7 +136,7 @@ def compile_sparse(net: nn.Module, diagonal: str | Sequence[int] = "sparsify") -
     return out.eval()
 
 
-def _compile_block(net: IsoplasticBlock, diagonal: str | Sequence[int]) -> SparseMLP:
+def _compile_block(net: IsoplasticBlock, diagonal: str | Sequence[int]) -> nn.Module:
     layers = net.affines() if isinstance(net, AffineChain) else []
     if not layers or not all(type(a) is nn.Linear for a in layers):
         raise TopologyError(
@@ -174,4 +174,4 @@ def _compile_block(net: IsoplasticBlock, diagonal: str | Sequence[int]) -> Spars
     psi = list(net.psi) if len(net.psi) else None
     sp = SparseMLP([lin.weight.detach() for lin in linears], [lin.bias.detach() for lin in linears],
                    kinds, copy.deepcopy(acts), psi)
-    return sp.eval()
+    return net.sparse_form(sp.eval()).eval()

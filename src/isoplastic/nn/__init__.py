@@ -6,3 +6,7 @@ from .chain import PsiMode as PsiMode
 from .conv import IsotropicCNN as IsotropicCNN
 from .grouped import GroupedIsotropicMLP as GroupedIsotropicMLP
 from .mlp import IsotropicMLP as IsotropicMLP
+from .residual import IsotropicFFN as IsotropicFFN
+from .residual import IsotropicNorm as IsotropicNorm
+from .residual import IsotropicResidualMLP as IsotropicResidualMLP
+from .transformer import IsotropicTransformer as IsotropicTransformer

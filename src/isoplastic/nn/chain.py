@@ -142,6 +142,12 @@ class AffineChain(IsoplasticBlock):
         if self.training and self.psi_mode is PsiMode.EXPECTATION and g.numel():
             self._mean_gains[k] = g.detach().mean()
 
+    def sparse_form(self, chain: nn.Module) -> nn.Module:
+        """The inference module of this block, given ``chain``, a module that computes its
+        affine chain (activations and ψ included; e.g. :class:`~isoplastic.export.SparseMLP`).
+        A plain chain is its chain; a residual branch wraps it (``x + chain(n(x))``)."""
+        return chain
+
     def psi_penalty(self) -> Tensor:
         """``λ Σ_k ‖ψ_k‖²`` for ``psi="trainable+decay"``, else 0 (add it to the training loss)."""
         return psi_penalty(self.psi, self.psi_mode, self.psi_decay, self.affines()[0].weight)
