@@ -327,11 +327,11 @@ def main(argv: list[str] | None = None) -> dict:
                     help="AdamW's per-tensor loop instead of its foreach kernels (slower for "
                          "many groups: each group holds its own tensors)")
     ap.add_argument("--quick", action="store_true", help="digits, width 16, 2 epochs, depths "
-                    "1,2, groups of 4 and all vs tanh, 1 lr, 2 seeds (a test runs it)")
+                    "1,2, groups of 4 and all vs tanh, 2 lrs, 2 seeds (a test runs it)")
     args = ap.parse_args(argv)
     if args.quick:
         args.dataset, args.width, args.epochs, args.depths = "digits", 16, 2, "1,2"
-        args.seeds, args.lrs, args.models = 2, "3e-3", "gs-4,gs-all,tanh"
+        args.seeds, args.lrs, args.models = 2, "1e-3,3e-3", "gs-4,gs-all,tanh"
         args.adapt_size, args.bench_repeats = "4", 2
     torch.set_num_threads(1)
     global FOREACH
