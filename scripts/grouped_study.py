@@ -169,6 +169,7 @@ def sweep(args, data: dict, n_in: int, n_out: int, log) -> dict:
             results[f"{name}@{depth}"] = {
                 "model": name, "depth": depth, "lr": best, "test": test,
                 "val_by_lr": {str(lr): by_lr[lr]["val"] for lr in args.lrs},
+                "seed0_test_by_lr": {str(lr): by_lr[lr]["test"] for lr in args.lrs},
                 "test_mean": m, "test_se": se, "seconds": time.perf_counter() - t0}
             log(f"depth {depth} {name:8s} lr {best:g}  test {m:6.2f} ± {se:4.2f}  "
                 f"val {[round(by_lr[lr]['val'], 2) for lr in args.lrs]}  "

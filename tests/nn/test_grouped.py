@@ -68,6 +68,18 @@ def test_one_neuron_per_group_is_elementwise_tanh(d_in, width, d_out, seed):
         layer.fused = fused
         with torch.no_grad():
             assert rel(grouped(x), tanh(x)) <= 1e-13
+    # and it trains as element-wise tanh: the same AdamW steps give the same function (the
+    # frozen zero biases of groups g >= 1 take no step)
+    y = torch.randint(0, d_out, (11,), generator=gen)
+    nets = (grouped, tanh)
+    opts = [torch.optim.AdamW(n.parameters(), lr=0.05) for n in nets]
+    for _ in range(3):
+        for net, opt in zip(nets, opts, strict=True):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    with torch.no_grad():
+        assert rel(grouped(x), tanh(x)) <= 1e-12
 
 
 @settings(max_examples=20, deadline=None)
