@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threshold", type=float, default=0.1)
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--bench-repeats", type=int, default=15)
+    ap.add_argument("--bench-only", action="store_true", help="the step-time ratios alone")
     ap.add_argument("--no-foreach", dest="foreach", action="store_false",
                     help="AdamW's per-tensor loop instead of its foreach kernels (slower for "
                          "many groups: each group holds its own tensors)")
@@ -356,8 +357,11 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"config": {k: v for k, v in vars(args).items() if k not in ("data_dir", "out")},
                     "environment": {"torch": torch.__version__, "python": platform.python_version(),
                                     "threads": torch.get_num_threads()}}
-    if args.bench:
+    if args.bench or args.bench_only:
         report["bench"] = bench(args, n_in, n_out, log)
+    if args.bench_only:
+        (out / "results.json").write_text(json.dumps(report, indent=1))
+        return report
     report["sweep"] = sweep(args, data, n_in, n_out, log)
     if args.adaptive:
         report["adaptive"] = adaptive(args, data, n_in, n_out, report["sweep"], log)
