@@ -5,6 +5,7 @@ from .baselines import ElementwiseMLP as ElementwiseMLP
 from .chain import AffineChain as AffineChain
 from .chain import PsiMode as PsiMode
 from .conv import IsotropicCNN as IsotropicCNN
+from .grouped import GroupedIsotropicMLP as GroupedIsotropicMLP
 from .mlp import IsotropicMLP as IsotropicMLP
 from .residual import IsotropicFFN as IsotropicFFN
 from .residual import IsotropicNorm as IsotropicNorm

@@ -44,6 +44,7 @@ from ..data import Standardisation
 from ..errors import IsoplasticError, OptimizerStateError, UnsupportedOptimizerError
 from ..nn import IsotropicMLP
 from ..nn.conv import IsotropicCNN
+from ..nn.grouped import GroupedIsotropicMLP
 from ..nn.transformer import IsotropicTransformer
 from ..text import Vocabulary
 from .config import TrainConfig
@@ -263,7 +264,7 @@ def serialise_arms(nets: dict[str, nn.Module], optimizers: dict[str, torch.optim
             tensors[f"{pre}model.{name}"] = t.detach().cpu().contiguous().clone()
         opt_tensors, opt_meta = optimizer_tensors(optimizers[arm], pre)
         tensors.update({k: v.cpu() for k, v in opt_tensors.items()})
-        if is_library_model(net):
+        if is_library_model(net) or isinstance(net, GroupedIsotropicMLP):  # rebuilt from config
             arch = {"kind": net.kind, **net.config()}
         else:
             arch = {**user_architecture(net, optimizers[arm]), **(user_info or {})}
@@ -403,18 +404,22 @@ def read_checkpoint_files(run_dir: str | Path) -> tuple[dict, dict[str, torch.Te
     return meta, tensors
 
 
-def build_net(architecture: dict) -> IsotropicMLP | IsotropicCNN | IsotropicTransformer:
-    """An :class:`IsotropicMLP`, :class:`IsotropicCNN` or :class:`IsotropicTransformer` from
-    ``{"kind": net.kind, **net.config()}``."""
+def build_net(
+    architecture: dict,
+) -> IsotropicMLP | IsotropicCNN | IsotropicTransformer | GroupedIsotropicMLP:
+    """An :class:`IsotropicMLP`, :class:`IsotropicCNN`, :class:`IsotropicTransformer` or
+    :class:`GroupedIsotropicMLP` from ``{"kind": net.kind, **net.config()}``."""
     arch = dict(architecture)
     kind = arch.pop("kind", "mlp")
     if kind == "cnn":
         return IsotropicCNN(**arch)
     if kind == "transformer":
         return IsotropicTransformer(**arch)
+    if kind == "grouped":
+        return GroupedIsotropicMLP(**arch)
     if kind != "mlp":
         raise CheckpointError(f"checkpoint architecture kind {kind!r} is not supported "
-                              "(known: 'mlp', 'cnn', 'transformer')")
+                              "(known: 'mlp', 'cnn', 'transformer', 'grouped')")
     return IsotropicMLP(**arch)
 
 
