@@ -8,7 +8,7 @@ docs/reliability.md.
 mutmut 3 keeps one ``<module>.py.meta`` JSON file per mutated file under ``mutants/``, mapping
 each mutant to the exit code of its test run (1: a test failed, the mutant is killed; 0: every
 test passed, it survived; 33: no selected test reaches the function; a timeout or crash counts
-as killed). Mutants listed in ``scripts/mutation_equivalent.txt`` (one name per line, then
+as killed). Surviving mutants listed in ``scripts/mutation_equivalent.txt`` (one name per line, then
 ``#`` and its class; see docs/reliability.md for the classes) are excluded from the rate:
 ``rate = killed / (mutants - excluded)``; a survivor that is not listed there counts against it.
 Mutants never run (a module left out of ``MUTATE_MODULES``) are shown as not run.
@@ -52,14 +52,18 @@ def main() -> int:
     print("| module | mutants | killed | survived | no test reaches it | equivalent-excluded "
           "| kill rate |")
     print("|---|---|---|---|---|---|---|")
-    survivors = []
+    survivors: list[str] = []
+    wrong: list[str] = []
     for meta in metas:
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         module = str(meta.relative_to(Path(args.mutants) / "src" / "isoplastic"))[:-5]
         if all(c is None for c in codes.values()):
             print(f"| `{module}` | {len(codes)} | | | | | not run |")
             continue
-        eq = {n for n in codes if n in excluded}
+        # only a surviving mutant can be excluded; a listed one that a test kills is a mistake
+        # in the list, reported below
+        eq = {n for n, c in codes.items() if n in excluded and c in SURVIVED | NO_TESTS}
+        wrong += [n for n, c in codes.items() if n in excluded and c in KILLED]
         killed = sum(1 for n, c in codes.items() if c in KILLED and n not in eq)
         alive = [n for n, c in codes.items() if c in SURVIVED and n not in eq]
         unreached = sum(1 for n, c in codes.items() if c in NO_TESTS and n not in eq)
@@ -70,6 +74,9 @@ def main() -> int:
         print(f"| `{module}` | {len(codes)} | {killed} | {len(alive)} | {unreached} | {len(eq)} "
               f"| {rate}{note} |")
         survivors += alive
+    if wrong:
+        print(f"\nlisted as equivalent but killed (remove from {args.equivalent}):", *wrong,
+              sep="\n  ")
     if args.survivors:
         print()
         print("\n".join(survivors))
