@@ -230,3 +230,29 @@ def test_digest_ignores_parameter_values_and_sees_plain_number_scalars():
     d3 = ostate.state_digest(opt)
     opt.state[first]["step"] = 4
     assert d3 != d0 and ostate.state_digest(opt) != d3
+
+
+# -- registering an optimizer -------------------------------------------------------------------
+
+def test_register_optimizer_makes_a_class_transportable_by_its_kinds(monkeypatch):
+    import isoplastic as ip
+    monkeypatch.setattr(ostate, "SUPPORTED_OPTIMIZERS", list(ostate.SUPPORTED_OPTIMIZERS))
+    monkeypatch.setattr(ostate, "STATE_KINDS", dict(ostate.STATE_KINDS))
+    with pytest.raises(ValueError, match=r"^state kind 'third' for key 'exp_inf'; use 'first', "
+                                         r"'second' or 'keep'$"):
+        ostate.register_optimizer(O.Adamax, {"exp_inf": "third"})
+    assert O.Adamax not in ostate.SUPPORTED_OPTIMIZERS
+    for _ in range(2):  # registering twice lists the class once
+        ostate.register_optimizer(O.Adamax, {"exp_avg": "first", "exp_inf": "second",
+                                             "step": "keep"})
+    assert ostate.SUPPORTED_OPTIMIZERS.count(O.Adamax) == 1
+    assert ostate.STATE_KINDS["exp_inf"] == "second"
+    net, opt = _trained(O.Adamax)
+    w = net.linears[0].weight
+    before = {k: v.clone() for k, v in opt.state[w].items()}
+    r = ip.random_orthogonal(3, generator=torch.Generator().manual_seed(0))
+    ip.reparameterise(net, 0, r, opt)  # W_0 ← Rᵀ W_0: its rows are the space's coordinates
+    assert torch.allclose(opt.state[w]["exp_avg"], r.T @ before["exp_avg"], atol=1e-14)
+    assert torch.allclose(opt.state[w]["exp_inf"], (r * r).T @ before["exp_inf"], atol=1e-14)
+    assert torch.equal(opt.state[w]["step"], before["step"])
+    assert "0.exp_inf" in ostate.state_tensors(opt)
