@@ -69,3 +69,23 @@ def test_a_mirror_follows_a_named_space_of_a_composite_and_ignores_other_blocks(
     ip.neurogenesis(a, "2.0", 2)
     ip.neurodegeneration(a, "1.0", 1)
     assert b[2].widths == [4, 7, 2] and b[1].widths == [4, 2, 4]
+
+
+def test_a_copy_that_recorded_no_mean_gain_folds_with_the_models():
+    """ψ mode "expectation": a removal folds ḡ·W_D b* into the next bias with the mean gain of
+    the last training pass; a copy that never ran one (an average model evaluated in eval mode)
+    uses the model's, so a copy of equal values stays equal."""
+    net = random_isotropic_mlp([3, 4, 3], "constant", "expectation", seed=8)
+    with torch.no_grad():
+        net.linears[0].weight[1].zero_()  # a silent neuron with a bias: its removal is exact
+    net.train()
+    net(torch.randn(6, 3, dtype=DT))  # records the mean gain
+    twin = type(net)(**net.config()).to(DT)
+    twin.load_state_dict(net.state_dict())
+    assert twin.hidden_layer(0).mean_gain is None and net.hidden_layer(0).mean_gain is not None
+    ip.mirror(net, twin)
+    bias = net.linears[1].bias.detach().clone()
+    ip.remove_neurons(net, 0, [1])
+    assert not torch.equal(net.linears[1].bias.detach(), bias)  # something was folded
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
