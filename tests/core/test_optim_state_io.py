@@ -14,8 +14,9 @@ import copy
 import pytest
 import torch
 
+import isoplastic as ip
 from isoplastic.core import optim_state as ostate
-from isoplastic.errors import OptimizerStateError, UnsupportedOptimizerError
+from isoplastic.errors import NonFiniteError, OptimizerStateError, UnsupportedOptimizerError
 from isoplastic.testing import random_isotropic_mlp
 
 O = torch.optim
@@ -235,7 +236,6 @@ def test_digest_ignores_parameter_values_and_sees_plain_number_scalars():
 # -- registering an optimizer -------------------------------------------------------------------
 
 def test_register_optimizer_makes_a_class_transportable_by_its_kinds(monkeypatch):
-    import isoplastic as ip
     monkeypatch.setattr(ostate, "SUPPORTED_OPTIMIZERS", list(ostate.SUPPORTED_OPTIMIZERS))
     monkeypatch.setattr(ostate, "STATE_KINDS", dict(ostate.STATE_KINDS))
     with pytest.raises(ValueError, match=r"^state kind 'third' for key 'exp_inf'; use 'first', "
@@ -256,3 +256,51 @@ def test_register_optimizer_makes_a_class_transportable_by_its_kinds(monkeypatch
     assert torch.allclose(opt.state[w]["exp_inf"], (r * r).T @ before["exp_inf"], atol=1e-14)
     assert torch.equal(opt.state[w]["step"], before["step"])
     assert "0.exp_inf" in ostate.state_tensors(opt)
+
+
+# -- transport refusals and low-precision contraction --------------------------------------------
+
+def test_transport_refusals_name_the_optimizer_the_key_the_shapes_and_the_fix():
+    net, opt = _trained()
+    first = ostate.optimizer_params(opt)[0]  # linears[0].weight, (3, 4)
+    r = torch.eye(3, dtype=torch.float64)
+    cases = [
+        ("mystery", torch.zeros(3, 4, dtype=torch.float64), UnsupportedOptimizerError,
+         "Adam holds state 'mystery', whose transport is unknown; classify it with "
+         + REGISTER.format("key")),
+        ("exp_avg", torch.zeros(2, 4, dtype=torch.float64), UnsupportedOptimizerError,
+         "Adam state 'exp_avg' has shape (2, 4) but its parameter has shape (3, 4); only "
+         "per-element state can be moved"),
+        ("exp_avg_sq", torch.full((3, 4), float("nan"), dtype=torch.float64), NonFiniteError,
+         "Adam state 'exp_avg_sq' of a parameter of shape (3, 4) holds NaN or Inf; a structural "
+         "change would spread it. Reset the optimizer (or restore it from a checkpoint) first"),
+    ]
+    for key, value, error, message in cases:
+        old = opt.state[first].get(key)
+        opt.state[first][key] = value
+        _raises(error, message, ip.reparameterise, net, 0, r, opt)
+        if old is None:
+            del opt.state[first][key]
+        else:
+            opt.state[first][key] = old
+    ip.reparameterise(net, 0, r, opt)  # restored: accepted
+    other = O.Adamax(net.parameters())
+    _raises(UnsupportedOptimizerError,
+            "isoplastic cannot transport the state of Adamax through a change of basis; supported "
+            f"optimizers: {_supported()}. Register a new one with " + REGISTER.format("state_key"),
+            ip.reparameterise, net, 0, r, other)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_low_precision_state_is_contracted_in_float32_and_rounded_once(dtype, dim):
+    g = torch.Generator().manual_seed(dim)
+    t = torch.randn(5, 5, 5, generator=g).to(dtype)
+    r = ip.random_orthogonal(5, generator=g, dtype=torch.float32)
+    out = ostate.Rotation(r).apply(t, dim, ostate.FIRST)
+    ref = torch.tensordot(t.float(), r, dims=([dim], [0])).movedim(-1, dim).to(dtype)
+    assert out.dtype == dtype and out.shape == t.shape
+    assert torch.equal(out, ref)  # one rounding of the float32 result, not one per term
+    second = ostate.Rotation(r).apply(t.abs(), dim, ostate.SECOND)
+    ref2 = torch.tensordot(t.abs().float(), r * r, dims=([dim], [0])).movedim(-1, dim).to(dtype)
+    assert torch.equal(second, ref2)
