@@ -156,3 +156,29 @@ def test_a_compensation_that_overflows_rolls_back_the_whole_change(into):
     _refused(NonFiniteError, re.escape(message), net,
              lambda: Change("demo").remove(space, [0]).fold(space, compute).apply())
     assert net.widths == [4, 3, 3, 2]
+
+
+def test_backpropagating_a_graph_from_before_a_resize_says_what_to_do():
+    net = _net()
+    x = torch.randn(3, 4, dtype=DT)
+    stale = net(x).square().sum()  # its graph holds the parameters at their old shapes
+    ip.neurogenesis(net, 0, 1)
+    with pytest.raises(RuntimeError) as info:
+        stale.backward()
+    assert str(info.value) == (
+        "this autograd graph was built before a structural change resized one of its parameters "
+        "(isoplastic renews a resized parameter's gradient accumulator); run the forward pass "
+        "again after the change and backpropagate the new loss")
+
+
+def test_a_journal_counts_each_storage_once():
+    from isoplastic.core.change import Journal
+    a = torch.nn.Parameter(torch.zeros(10, dtype=DT))
+    a.grad = a.detach()  # the gradient shares the parameter's storage
+    b = torch.nn.Parameter(torch.zeros(4, dtype=DT))
+    journal = Journal()
+    journal.record(a)
+    journal.record(b)
+    journal.record(a)  # a second record of the same tensor adds nothing
+    assert journal.n_tensors == 2
+    assert journal.held_bytes() == (10 + 4) * 8

@@ -89,3 +89,15 @@ def test_a_copy_that_recorded_no_mean_gain_folds_with_the_models():
     assert not torch.equal(net.linears[1].bias.detach(), bias)  # something was folded
     for p, q in zip(net.parameters(), twin.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_removing_one_mirror_leaves_the_others_mirroring():
+    net = random_isotropic_mlp([3, 4, 3], "trainable", "trainable", seed=9)
+    first, second = copy.deepcopy(net), copy.deepcopy(net)
+    h1, h2 = ip.mirror(net, first), ip.mirror(net, second)
+    h1.remove()
+    ip.neurogenesis(net, 0, 1)
+    assert first.widths == [3, 4, 3] and second.widths == net.widths == [3, 5, 3]
+    h2.remove()
+    ip.neurogenesis(net, 0, 1)
+    assert second.widths == [3, 5, 3]
