@@ -102,8 +102,16 @@ def test_bad_insertions_removals_and_assignments_are_refused_whole():
     _refused(TopologyError, re.escape("demo: hidden layer 1 has 3 coordinates, and removing 3 "
                                       "would disconnect it; keep at least one (remove at most 2)"),
              net, lambda: Change("demo").remove(space, [0, 1, 2]))
-    # the planned width follows the steps: after inserting 2, five coordinates exist
+    _refused(TopologyError, re.escape("demo: n=0 must be a positive integer"),
+             net, lambda: Change("demo").insert(space, 0))
+    _refused(TopologyError, re.escape("demo: hidden layer 1: indices [7] must lie in 0..2"),
+             net, lambda: Change("demo").remove(space, [7]))
+    # the planned width follows the steps: after inserting 2, five coordinates exist; after
+    # removing one of them, four
     assert len(Change("demo").insert(space, 2).remove(space, [0, 1, 2, 3]).steps) == 2
+    _refused(TopologyError, re.escape("demo: hidden layer 1 has 2 coordinates, and removing 2 "
+                                      "would disconnect it; keep at least one (remove at most 1)"),
+             net, lambda: Change("demo").remove(space, [0]).remove(space, [0, 1]))
     bad = torch.zeros(3, dtype=DT)
     bad[0] = math.inf
     _refused(NonFiniteError, re.escape("demo: the new value of a tensor of shape (3,) holds NaN "
@@ -113,6 +121,9 @@ def test_bad_insertions_removals_and_assignments_are_refused_whole():
                                       "(4,)"),
              net, lambda: Change("demo").assign(net.linears[0].bias,
                                                 torch.zeros(4, dtype=DT)).apply())
+    _refused(TopologyError, re.escape("demo: input belongs to no block; a compensation reads "
+                                      "the block's hidden layer"),  # not a hidden space
+             net, lambda: Change("demo").fold(net.input_space(), lambda layer: []))
     free = HiddenSpace("free", _space(net).axes)
     _refused(TopologyError, re.escape("demo: free belongs to no block; a compensation reads the "
                                       "block's hidden layer"),
