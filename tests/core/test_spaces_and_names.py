@@ -184,3 +184,19 @@ def test_mirror_refusals_and_its_handle():
     assert handle.pairs == []
     ip.neurogenesis(net, 0, 1)
     assert net.widths == [4, 5, 3, 2] and twin.widths == [4, 4, 3, 2]  # no longer replayed
+
+
+def test_the_primitives_name_themselves_in_their_refusals():
+    net = random_isotropic_mlp([4, 3, 3, 2], "trainable", "trainable", seed=4)
+    space = ip.hidden_spaces(net)["1"]
+    cases = [
+        (lambda: space.rotate(torch.eye(2, dtype=DT)),
+         "rotate: R has shape (2, 2); hidden layer 1 has 3 coordinates, so pass an orthogonal "
+         "matrix of shape (3, 3)"),
+        (lambda: space.insert(0), "insert: n=0 must be a positive integer"),
+        (lambda: space.remove([9]), "remove: hidden layer 1: indices [9] must lie in 0..2"),
+    ]
+    for call, message in cases:
+        with pytest.raises(TopologyError, match=f"^{re.escape(message)}$"):
+            call()
+    assert net.widths == [4, 3, 3, 2]
