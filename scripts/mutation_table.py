@@ -10,8 +10,9 @@ each mutant to the exit code of its test run (1: a test failed, the mutant is ki
 test passed, it survived; 33: no selected test reaches the function; a timeout or crash counts
 as killed). Surviving mutants listed in ``scripts/mutation_equivalent.txt`` (one name per line, then
 ``#`` and its class; see docs/reliability.md for the classes) are excluded from the rate:
-``rate = killed / (mutants - excluded)``; a survivor that is not listed there counts against it.
-Mutants never run (a module left out of ``MUTATE_MODULES``) are shown as not run.
+``rate = killed / (run - excluded)``; a survivor that is not listed there counts against it.
+``run`` counts the mutants that have a result: a run stopped early (or a module left out of
+``MUTATE_MODULES``) leaves the others without one, and the rate is then over those run only.
 """
 
 from __future__ import annotations
@@ -49,16 +50,16 @@ def main() -> int:
         print(f"no mutmut results under {args.mutants}/src; run `make mutate` first",
               file=sys.stderr)
         return 1
-    print("| module | mutants | killed | survived | no test reaches it | equivalent-excluded "
-          "| kill rate |")
-    print("|---|---|---|---|---|---|---|")
+    print("| module | mutants | run | killed | survived | no test reaches it "
+          "| equivalent-excluded | kill rate (of run) |")
+    print("|---|---|---|---|---|---|---|---|")
     survivors: list[str] = []
     wrong: list[str] = []
     for meta in metas:
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         module = str(meta.relative_to(Path(args.mutants) / "src" / "isoplastic"))[:-5]
         if all(c is None for c in codes.values()):
-            print(f"| `{module}` | {len(codes)} | | | | | not run |")
+            print(f"| `{module}` | {len(codes)} | 0 | | | | | not run |")
             continue
         # only a surviving mutant can be excluded; a listed one that a test kills is a mistake
         # in the list, reported below
@@ -67,12 +68,11 @@ def main() -> int:
         killed = sum(1 for n, c in codes.items() if c in KILLED and n not in eq)
         alive = [n for n, c in codes.items() if c in SURVIVED and n not in eq]
         unreached = sum(1 for n, c in codes.items() if c in NO_TESTS and n not in eq)
-        pending = sum(1 for c in codes.values() if c is None)
-        counted = len(codes) - len(eq)
+        run = sum(1 for c in codes.values() if c is not None)
+        counted = run - len(eq)
         rate = f"{100 * killed / counted:.0f} %" if counted else "-"
-        note = f" ({pending} not run)" if pending else ""
-        print(f"| `{module}` | {len(codes)} | {killed} | {len(alive)} | {unreached} | {len(eq)} "
-              f"| {rate}{note} |")
+        print(f"| `{module}` | {len(codes)} | {run} | {killed} | {len(alive)} | {unreached} "
+              f"| {len(eq)} | {rate} |")
         survivors += alive
     if wrong:
         print(f"\nlisted as equivalent but killed (remove from {args.equivalent}):", *wrong,
