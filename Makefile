@@ -44,17 +44,17 @@ bench: $(STAMP)   ## regenerate docs/benchmarks.md (installs the optional Torch-
 fuzz: $(STAMP)    ## the long reliability run: 200 fuzzed sequences and 20 kill-and-resume trials
 	$(BIN)/python scripts/fuzz.py --sequences 200 --crash-trials 20
 
-# The modules `make mutate` mutates, one mutmut run each (in this order; the test selection is
-# [tool.mutmut] in pyproject.toml). On 2 shared cores a module takes 5-40 minutes; narrow it with
-# `make mutate MUTATE_MODULES="core.space verify"`. grow, policies and the activations are in
-# source_paths too but left out of the default list (long; see docs/reliability.md).
+# The modules `make mutate` mutates, in one mutmut run (one baseline run of the tests, then the
+# mutants cheapest first; the test selection is [tool.mutmut] in pyproject.toml). On 2 shared
+# cores the whole list takes hours: narrow it with `make mutate MUTATE_MODULES="core.space"`.
+# policies and the activations are in source_paths too but not in the default list.
 MUTATE_MODULES ?= core.optim_state core.change core.model core.space ops.diagonalise \
 	topology.resize topology.shrink export.sparse verify
 
 mutate: $(STAMP)  ## mutation testing: kill rate per module (table as in docs/reliability.md)
 	$(BIN)/pip install --quiet -c constraints.txt 'mutmut>=3.3,<4'
 	rm -rf mutants
-	for m in $(MUTATE_MODULES); do CI=1 $(BIN)/mutmut run --max-children 2 "isoplastic.$$m.*"; done
+	CI=1 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE_MODULES),"isoplastic.$(m).*")
 	$(BIN)/python scripts/mutation_table.py
 
 clean:
