@@ -304,3 +304,14 @@ def test_low_precision_state_is_contracted_in_float32_and_rounded_once(dtype, di
     second = ostate.Rotation(r).apply(t.abs(), dim, ostate.SECOND)
     ref2 = torch.tensordot(t.abs().float(), r * r, dims=([dim], [0])).movedim(-1, dim).to(dtype)
     assert torch.equal(second, ref2)
+
+
+def test_saving_keeps_each_state_tensors_dtype_and_only_loading_checks_it():
+    net, opt = _trained()  # float64 moments
+    net.float()  # the model cast after training: its moments stay float64
+    tensors = ostate.state_tensors(opt)
+    assert tensors["0.exp_avg"].dtype == torch.float64
+    assert len(ostate.state_digest(opt)) == 32
+    with pytest.raises(OptimizerStateError, match="^Adam state 0.exp_avg has dtype torch.float64 "
+                                                  "but its parameter has torch.float32; "):
+        ostate.load_state_tensors(O.Adam(net.parameters()), tensors)
