@@ -315,3 +315,23 @@ def test_saving_keeps_each_state_tensors_dtype_and_only_loading_checks_it():
     with pytest.raises(OptimizerStateError, match="^Adam state 0.exp_avg has dtype torch.float64 "
                                                   "but its parameter has torch.float32; "):
         ostate.load_state_tensors(O.Adam(net.parameters()), tensors)
+
+
+def test_coordinate_maps_keep_the_state_dtype_and_start_newborns_as_documented():
+    g = torch.Generator().manual_seed(3)
+    t32 = torch.rand(3, 4, generator=g)
+    r64 = ip.random_orthogonal(3, generator=g)  # a float64 rotation on float32 state
+    moved = ostate.Rotation(r64).apply(t32, 0, ostate.FIRST)
+    assert moved.dtype == torch.float32
+    assert torch.allclose(moved, r64.float().T @ t32, atol=1e-6)
+    # the default newborn state is zero, for second moments too
+    assert torch.equal(ostate.Insertion(2).apply(t32, 0, ostate.SECOND)[3:], torch.zeros(2, 4))
+    # "population": the median over the existing coordinates, also when there is only one
+    one = t32[:1]
+    grown = ostate.Insertion(2, "population").apply(one, 0, ostate.SECOND)
+    assert torch.equal(grown, one.expand(3, 4))
+    assert torch.equal(ostate.Insertion(1, "population").apply(one, 0, ostate.FIRST)[1:],
+                       torch.zeros(1, 4))  # first moments start at zero in every mode
+    with pytest.raises(ValueError, match=r"^newborn='median'; choose one of "
+                                         r"\('population', 'zero'\)$"):
+        ostate.Insertion(1, "median")

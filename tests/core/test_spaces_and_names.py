@@ -200,3 +200,11 @@ def test_the_primitives_name_themselves_in_their_refusals():
         with pytest.raises(TopologyError, match=f"^{re.escape(message)}$"):
             call()
     assert net.widths == [4, 3, 3, 2]
+
+
+def test_initial_values_of_another_dtype_do_not_change_the_parameters_dtype():
+    net = random_isotropic_mlp([4, 3, 3, 2], "trainable", "trainable", seed=4).float()
+    space = ip.hidden_spaces(net)["0"]
+    space.insert(1, init={"outgoing": lambda shape: torch.full(shape, 0.25, dtype=DT)})
+    w = net.linears[1].weight
+    assert w.dtype == torch.float32 and bool((w[:, 3] == 0.25).all())
