@@ -75,6 +75,8 @@ def test_parameter_count_is_what_the_sparse_module_stores():
                                "'diagonal', 'dense', 'diagonal', 'dense']")
     plain = compile_sparse(_perturbed([4, 3, 2], psi="none"), diagonal=[])
     assert plain.n_psi == 0 and plain.parameter_count() == 3 * 4 + 2 * 3 + 3 + 2 + 1
+    no_o = ip.IsotropicMLP([4, 3, 2], psi="none", intrinsic_length="none").double()
+    assert compile_sparse(no_o, diagonal=[]).parameter_count() == 3 * 4 + 2 * 3 + 3 + 2
 
 
 def test_inputs_are_flattened_or_refused_by_shape():
@@ -109,9 +111,12 @@ def test_refusals_name_the_layer_its_off_diagonal_entries_and_the_fix():
                        match=r"^compile_sparse: layer indices \[-1, 4\] out of range 0\.\.3$"):
         compile_sparse(net, diagonal=[4, 0, -1])
     cnn = ip.IsotropicCNN((1, 4, 4), [2], 3)
-    with pytest.raises(ip.TopologyError, match=r"^compile_sparse: IsotropicCNN is not a chain of "
-                                               r"dense layers \(it needs nn\.Linear maps"):
+    with pytest.raises(ip.TopologyError) as info:
         compile_sparse(cnn)
+    assert str(info.value) == (
+        "compile_sparse: IsotropicCNN is not a chain of dense layers (it needs nn.Linear maps "
+        "between its hidden spaces, as isoplastic.IsotropicMLP has); convolutional blocks have "
+        "no sparse form yet")
     with torch.no_grad():  # a diagonal with a zero on it is still diagonal
         net.linears[1].weight.copy_(torch.diag(torch.tensor([1.0, 0, 2, 0, 3, 4],
                                                             dtype=torch.float64)))
@@ -130,3 +135,10 @@ def test_a_composite_model_gets_its_blocks_replaced_in_an_eval_copy():
     assert out[0] is not model[0]
     x = torch.randn(5, 3, dtype=torch.float64)
     assert torch.allclose(out(x), model.eval()(x), rtol=0, atol=1e-12)
+
+
+def test_sparse_mlp_refuses_lists_of_different_lengths():
+    w = [torch.eye(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)]
+    acts = torch.nn.ModuleList([ip.IsotropicActivation()])
+    with pytest.raises(ValueError):
+        SparseMLP(w, [torch.zeros(2, dtype=torch.float64)], ["dense", "dense"], acts, None)

@@ -95,3 +95,12 @@ def test_full_diagonalise_refusal_names_fan_in_width_and_the_alternative():
         "full_diagonalise(net, k=1): the weight into hidden layer 1 has fan-in 27 but hidden "
         "layer 0 has 3 channels; only 1×1 kernels (or dense layers) can be fully diagonalised, "
         "use left_diagonalise instead")
+
+
+def test_weight_zero_fraction_ignores_matrices_not_named_weight():
+    block = ip.IsotropicMLP([3, 2, 2]).double()
+    model = torch.nn.Sequential(block)
+    model.register_parameter("scale", torch.nn.Parameter(torch.ones(4, 4, dtype=DT)))
+    with torch.no_grad():
+        block.linears[0].weight.zero_()
+    assert weight_zero_fraction(model) == pytest.approx(6 / 10, abs=0)

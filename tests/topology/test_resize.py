@@ -105,3 +105,18 @@ def test_a_composite_model_is_refused_naming_its_blocks(op):
         f"isoplastic block itself, whose neighbours it cannot see. Call it on the block (one of "
         f"'1', '3') and resize its neighbours to match")
     assert model[1].widths == [4, 5, 4]
+
+
+def test_resizing_without_the_optimizer_that_holds_state_is_refused_by_name():
+    net, opt, _ = _trained()
+    snap = snapshot(net, opt)
+    with pytest.raises(ip.UnsupportedOptimizerError) as info:
+        ip.add_inputs(net, 1)
+    assert str(info.value) == (
+        "add_inputs: the parameters it changes have state in a Adam optimizer, but no optimizer "
+        "was passed; pass optimizer=<that optimizer> so its state moves with them (or clear "
+        "their state first: opt.state.pop(p))")
+    assert_identical(snap, net, opt)
+    with pytest.raises(ip.TopologyError, match="^add_outputs: Linear does not declare hidden "
+                                               "spaces; "):
+        ip.add_outputs(torch.nn.Linear(2, 2), 1)
