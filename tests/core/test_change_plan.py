@@ -193,3 +193,31 @@ def test_a_journal_counts_each_storage_once():
     journal.record(a)  # a second record of the same tensor adds nothing
     assert journal.n_tensors == 2
     assert journal.held_bytes() == (10 + 4) * 8
+
+
+def test_a_change_that_keeps_shapes_keeps_live_graphs_usable():
+    """Only a resize gives a parameter a fresh tensor (and marks graphs that hold the old one
+    stale); a rotation writes the values in place of the old ones, so a loss computed before it
+    still backpropagates, into gradients of the parameters' shapes."""
+    net = _net()
+    loss = net(torch.randn(3, 4, dtype=DT)).square().sum()
+    ip.reparameterise(net, 1, ip.random_orthogonal(3, generator=torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in net.parameters()
+               if p.requires_grad)
+
+
+def test_state_entries_that_are_not_tensors_are_left_as_they_are():
+    """A momentum buffer not created yet (``None``, as torch's SGD has stored it) moves with
+    nothing: every change leaves it ``None`` and the next step creates it at the new shape."""
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    w = net.linears[1].weight
+    opt.state[w]["momentum_buffer"] = None
+    ip.neurogenesis(net, 1, 2, opt)
+    ip.reparameterise(net, 1, ip.random_orthogonal(5, generator=torch.Generator().manual_seed(1)),
+                      opt)
+    assert opt.state[w] == {"momentum_buffer": None}
+    net(torch.randn(3, 4, dtype=DT)).square().sum().backward()
+    opt.step()  # and training goes on
+    assert opt.state[w]["momentum_buffer"].shape == w.shape
