@@ -4,6 +4,7 @@ biases it reports, the names, the refusals, and a bound that cannot be computed 
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -75,3 +76,53 @@ def test_expectation_mode_without_a_recorded_gain_names_the_fix():
         "remove_neurons(net, k=0): psi='expectation' folds mean(g)·b*·w* into the next bias, but "
         "no training-mode forward pass has recorded the mean gain yet; run one batch through "
         "net.train() first")
+
+
+def test_bound_and_offset_of_a_two_neuron_removal_by_hand():
+    """n = 2 (so ‖W_D‖ is a matrix norm: spectral, not Frobenius), removed ψ entries non-zero and
+    no intrinsic length (so the offset has both its ψ and its bias term)."""
+    net = random_isotropic_mlp([4, 5, 5, 5, 3], "none", "trainable", seed=8)
+    k = 1
+    w, b = net.linears[k].weight.detach(), net.linears[k].bias.detach()
+    psi, w_next = net.psi[k - 1].detach(), net.linears[k + 1].weight.detach()
+    u, s, _ = torch.linalg.svd(w)
+    d = u[:, 3:]  # the two weakest directions
+    w_d = w_next @ d
+    factor = float(torch.linalg.matrix_norm(w_d, ord=2)) + float(
+        torch.linalg.matrix_norm(w_next, ord=2))
+    assert float(w_d.norm()) > float(torch.linalg.matrix_norm(w_d, ord=2)) * (1 + 1e-6)
+    bound = float(s[3:].sum()) * factor
+    offset = float((d.T @ psi).abs().sum()) * factor + float((d.T @ b).norm()) * factor
+    rec = ip.neurodegeneration(net, k, 2)
+    assert math.isclose(rec.predicted_bound, bound, rel_tol=1e-9)
+    assert math.isclose(rec.predicted_offset, offset, rel_tol=1e-9)
+
+
+def test_a_copy_with_its_own_mean_gain_folds_with_its_own():
+    """ψ mode "expectation": the fold uses each copy's own recorded mean gain when it has one."""
+    net = random_isotropic_mlp([3, 4, 3], "constant", "expectation", seed=9)
+    with torch.no_grad():
+        net.linears[0].weight[1].zero_()
+    twin = copy.deepcopy(net)
+    net.train()
+    twin.train()
+    net(torch.randn(6, 3, dtype=DT))
+    twin(3.0 * torch.randn(6, 3, dtype=DT))  # another batch: another mean gain
+    g_twin = twin.hidden_layer(0).mean_gain
+    assert g_twin != net.hidden_layer(0).mean_gain
+    b1, w1 = twin.linears[0].bias.detach()[1], twin.linears[1].weight.detach()[:, 1]
+    expected = twin.linears[1].bias.detach() + g_twin * w1 * b1
+    ip.mirror(net, twin)
+    ip.remove_neurons(net, 0, [1])
+    assert torch.allclose(twin.linears[1].bias.detach(), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda n: ip.neurodegeneration(n, 0, 0), "neurodegeneration: n=0 must be a positive integer"),
+    (lambda n: ip.remove_neurons(n, 0, [9]),
+     "remove_neurons(net, k=0): indices [9] must lie in 0..3"),
+])
+def test_count_and_index_refusals_name_the_operation(call, message):
+    net = random_isotropic_mlp([3, 4, 2], "trainable", "trainable", seed=6)
+    with pytest.raises(ip.TopologyError, match=f"^{re.escape(message)}$"):
+        call(net)
