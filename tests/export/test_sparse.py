@@ -142,3 +142,17 @@ def test_sparse_mlp_refuses_lists_of_different_lengths():
     acts = torch.nn.ModuleList([ip.IsotropicActivation()])
     with pytest.raises(ValueError):
         SparseMLP(w, [torch.zeros(2, dtype=torch.float64)], ["dense", "dense"], acts, None)
+
+
+def test_the_sparse_module_does_not_share_the_sources_activations():
+    net = _perturbed([6, 5, 5, 3])
+    ip.sparsify(net)
+    sp = compile_sparse(net)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    before = sp(x)
+    net.activations[0].o = net.activations[0].o + 1.0  # the source goes on changing
+    assert all(a is not b for a, b in zip(sp.activations, net.activations, strict=True))
+    assert torch.equal(sp(x), before)
+    with pytest.raises(ip.TopologyError, match="^sparsify: Linear does not declare hidden "
+                                               "spaces; "):
+        ip.sparsify(torch.nn.Linear(2, 2))

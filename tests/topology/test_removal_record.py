@@ -126,3 +126,15 @@ def test_count_and_index_refusals_name_the_operation(call, message):
     net = random_isotropic_mlp([3, 4, 2], "trainable", "trainable", seed=6)
     with pytest.raises(ip.TopologyError, match=f"^{re.escape(message)}$"):
         call(net)
+
+
+def test_a_removal_without_the_optimizer_that_holds_state_is_refused_by_name():
+    net = random_isotropic_mlp([3, 4, 2], "trainable", "trainable", seed=6)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net(torch.randn(5, 3, dtype=DT)).square().sum().backward()
+    opt.step()
+    with pytest.raises(ip.UnsupportedOptimizerError, match=re.escape(
+            "neurodegeneration(net, k=0): the parameters it changes have state in a Adam "
+            "optimizer, but no optimizer was passed; ")):
+        ip.neurodegeneration(net, 0, 1)
+    assert net.widths == [3, 4, 2]
