@@ -145,14 +145,19 @@ def test_growth_carries_the_tracked_spectrum_exactly():
 
 def test_tracked_state_goes_with_the_block():
     import gc
+    import weakref
 
     net = ip.IsotropicMLP([72, 80, 6])
     ip.neuroadapt(net, 2, 0.1)
     assert 0 in spectra.tracked(net)
     n = len(spectra._TRACKED)
+    block = weakref.ref(net)
     del net
     gc.collect()
-    assert len(spectra._TRACKED) == n - 1
+    # The tracked state does not keep its block alive, and its entry leaves with it (other
+    # blocks of earlier tests may be collected by the same gc pass: at most n - 1 remain).
+    assert block() is None
+    assert len(spectra._TRACKED) <= n - 1
 
 
 @settings(max_examples=60, deadline=None)
