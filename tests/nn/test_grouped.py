@@ -143,6 +143,22 @@ def test_fused_forward_equals_the_branch_sum_in_value_and_gradient(depth, data, 
             assert rel(a, b) <= 1e-10
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_forward_survives_an_overflowing_group_norm(dtype):
+    """Where ``‖z_g‖²`` overflows the dtype the fused gain would be 0; the fused forward must
+    give the definition's finite value instead (unit-length ``φ`` in that group)."""
+    net = ip.GroupedIsotropicMLP([3, 8, 2], 4, psi="none").to(dtype)
+    huge = torch.finfo(dtype).max ** 0.5 * 4  # every z entry squared overflows
+    x = torch.tensor([[huge, -huge, huge], [1.0, 2.0, 3.0]], dtype=dtype)
+    with torch.no_grad():
+        fused = net(x)
+        for layer in net.layers:
+            layer.fused = False
+        want = net(x)
+    assert torch.isfinite(want).all()
+    assert torch.equal(fused, want)
+
+
 def test_only_group_zero_trains_the_output_bias():
     """``G`` trained copies of one output bias would move it ``G`` times as fast under Adam."""
     net = ip.GroupedIsotropicMLP([6, 8, 3], 4)

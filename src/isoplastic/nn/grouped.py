@@ -167,6 +167,9 @@ class GroupedLayer(nn.Module):
             q = q + torch.stack([b.activations[0].o_buffer for b in branches]).to(q.dtype)  # (G,)
             if act.mode is IntrinsicLength.CONSTANT:  # a raw o may be negative: ρ² = |‖z‖² + o|
                 q = q.abs()
+        if not bool(torch.isfinite(q).all()):
+            # ‖z_g‖² overflowed (or z holds NaN/Inf): the activation's own gain handles both
+            return self.reference(x)
         gain = act.profile.gain(q, act.eps * act.eps)  # (batch, G)
         if branches[0].psi_mode is PsiMode.EXPECTATION and self.training:
             for g, branch in enumerate(branches):
