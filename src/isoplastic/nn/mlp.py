@@ -98,6 +98,27 @@ class AffineStack(nn.Module):
         return x
 
 
+def isotropic_chain(net: AffineChain, h: Tensor,
+                    record: Callable[[int, Tensor, Tensor], None] | None) -> Tensor:
+    """The fused forward pass of an isotropic chain of ``nn.Linear`` layers (``net.linears``,
+    ``net.activations``, ``net.psi``) on ``h`` ``(batch, n_0)``, returning ``(batch, n_L)``:
+
+    ``z_0 = A_0 h + b_0``, ``z_{k+1} = g_k ⊙ (z_k W_{k+1}ᵀ + ψ_k) + b_{k+1}`` with ``g_k`` of
+    shape ``(batch, 1)``. ``record(k, z_k, g_k)`` is called for every hidden layer if given.
+    """
+    z = net.linears[0](h)  # (batch, n_1)
+    for k, act in enumerate(net.activations):
+        g = act.gain(z)  # (batch, 1)
+        net._note_gain(k, g)
+        if record is not None:
+            record(k, z, g)
+        lin = net.linears[k + 1]
+        w_t = lin.weight.mT
+        u = torch.addmm(net.psi[k], z, w_t) if len(net.psi) else z @ w_t
+        z = torch.addcmul(lin.bias, u, g.to(u.dtype))
+    return z
+
+
 class IsotropicMLP(AffineStack, AffineChain):
     """Isotropic MLP with intrinsic lengths and optional ψ vectors (paper-notes §8.1).
 
@@ -188,17 +209,7 @@ class IsotropicMLP(AffineStack, AffineChain):
         from the activation's fused kernel. Shapes: ``z_k`` ``(batch, n_k)``, ``g_k``
         ``(batch, 1)``. ``record(k, z_k, g_k)`` is called for every hidden layer if given.
         """
-        z = self.linears[0](self._flatten(x))  # (batch, n_1)
-        for k, act in enumerate(self.activations):
-            g = act.gain(z)  # (batch, 1)
-            self._note_gain(k, g)
-            if record is not None:
-                record(k, z, g)
-            lin = self.linears[k + 1]
-            w_t = lin.weight.mT
-            u = torch.addmm(self.psi[k], z, w_t) if len(self.psi) else z @ w_t
-            z = torch.addcmul(lin.bias, u, g.to(u.dtype))
-        return z
+        return isotropic_chain(self, self._flatten(x), record)
 
     def sparsity_closed_form(self) -> float | None:
         return sparsity_closed_form(self.widths)

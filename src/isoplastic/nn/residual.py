@@ -41,7 +41,7 @@ from ..activations import AbstractRadialProfile, IsotropicActivation
 from ..core.space import Axis, HiddenSpace
 from ..errors import TopologyError
 from .chain import AffineChain, check_input_dtype, init_affine
-from .mlp import AffineStack
+from .mlp import AffineStack, isotropic_chain
 
 __all__ = ["IsotropicFFN", "IsotropicNorm", "IsotropicResidualMLP", "ResidualWrapper"]
 
@@ -218,17 +218,7 @@ class IsotropicFFN(AffineStack, AffineChain):
     def _branch(self, u: Tensor, record: Callable[[int, Tensor, Tensor], None] | None) -> Tensor:
         """The inner MLP on ``u = n(x)`` ``(N, d)``: ``z_{k+1} = g_k ⊙ (z_k W_{k+1}ᵀ + ψ_k) +
         b_{k+1}`` as in :class:`~isoplastic.IsotropicMLP`; returns ``(N, d)``."""
-        z = self.linears[0](u)  # (N, n_1)
-        for k, act in enumerate(self.activations):
-            g = act.gain(z)  # (N, 1)
-            self._note_gain(k, g)
-            if record is not None:
-                record(k, z, g)
-            lin = self.linears[k + 1]
-            w_t = lin.weight.mT
-            v = torch.addmm(self.psi[k], z, w_t) if len(self.psi) else z @ w_t
-            z = torch.addcmul(lin.bias, v, g.to(v.dtype))
-        return z
+        return isotropic_chain(self, u, record)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check(x)
