@@ -151,25 +151,12 @@ def cnn_step_ratio(device: torch.device, batch: int = 48, repeats: int = 30) -> 
 
 
 def step_ratio(device: torch.device, width: int, batch: int = 48, repeats: int = 30) -> dict:
-    def timed(net: torch.nn.Module) -> float:
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        x = torch.randn(batch, width, device=device)
-        y = torch.randint(0, 10, (batch,), device=device)
-        times = []
-        for i in range(repeats + 5):
-            sync(device)
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            (F.cross_entropy(net(x), y) + net.psi_penalty()).backward()
-            opt.step()
-            sync(device)
-            if i >= 5:
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
+    """IsotropicMLP vs ElementwiseMLP ``[width, width, width, 10]``, one AdamW step each."""
+    x = torch.randn(batch, width, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     widths = [width, width, width, 10]
-    iso = timed(ip.IsotropicMLP(widths).to(device))
-    tanh = timed(ip.ElementwiseMLP(widths).to(device))
+    iso = _step_time(device, ip.IsotropicMLP(widths).to(device), x, y, repeats)
+    tanh = _step_time(device, ip.ElementwiseMLP(widths).to(device), x, y, repeats)
     return {"width": width, "iso_ms": iso * 1e3, "tanh_ms": tanh * 1e3, "ratio": iso / tanh}
 
 
