@@ -98,6 +98,19 @@ class AffineStack(nn.Module):
         return x
 
 
+def trace_recorder() -> tuple[Callable[[int, Tensor, Tensor], None], dict[str, list[Tensor]]]:
+    """A ``record(k, z_k, g_k)`` for :func:`isotropic_chain` and the lists it fills:
+    ``{"pre": [z_k], "post": [g_k z_k], "gains": [g_k]}``."""
+    seen: dict[str, list[Tensor]] = {"pre": [], "post": [], "gains": []}
+
+    def record(k: int, z: Tensor, g: Tensor) -> None:
+        seen["pre"].append(z)
+        seen["post"].append(g * z)
+        seen["gains"].append(g)
+
+    return record, seen
+
+
 def isotropic_chain(net: AffineChain, h: Tensor,
                     record: Callable[[int, Tensor, Tensor], None] | None) -> Tensor:
     """The fused forward pass of an isotropic chain of ``nn.Linear`` layers (``net.linears``,
@@ -189,17 +202,8 @@ class IsotropicMLP(AffineStack, AffineChain):
             ``{"pre": [z_k], "post": [h_k = g_k z_k], "gains": [g_k], "logits": z_L}`` with
             ``z_k, h_k`` of shape ``(batch, n_{k+1})`` and ``g_k`` of shape ``(batch, 1)``.
         """
-        pre: list[Tensor] = []
-        post: list[Tensor] = []
-        gains: list[Tensor] = []
-
-        def record(k: int, z: Tensor, g: Tensor) -> None:
-            pre.append(z)
-            post.append(g * z)
-            gains.append(g)
-
-        logits = self._run(x, record)
-        return {"pre": pre, "post": post, "gains": gains, "logits": logits}
+        record, seen = trace_recorder()
+        return {**seen, "logits": self._run(x, record)}
 
     def _run(self, x: Tensor, record: Callable[[int, Tensor, Tensor], None] | None) -> Tensor:
         """The forward pass, as ``z_{k+1} = g_k ⊙ (z_k W_{k+1}ᵀ + ψ_k) + b_{k+1}``.

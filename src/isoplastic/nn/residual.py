@@ -41,7 +41,7 @@ from ..activations import AbstractRadialProfile, IsotropicActivation
 from ..core.space import Axis, HiddenSpace
 from ..errors import TopologyError
 from .chain import AffineChain, check_input_dtype, init_affine
-from .mlp import AffineStack, isotropic_chain
+from .mlp import AffineStack, isotropic_chain, trace_recorder
 
 __all__ = ["IsotropicFFN", "IsotropicNorm", "IsotropicResidualMLP", "ResidualWrapper"]
 
@@ -232,18 +232,9 @@ class IsotropicFFN(AffineStack, AffineChain):
         x = self._check(x)
         flat = x.reshape(-1, x.shape[-1])
         u = self.norm(flat)
-        pre: list[Tensor] = []
-        post: list[Tensor] = []
-        gains: list[Tensor] = []
-
-        def record(k: int, z: Tensor, g: Tensor) -> None:
-            pre.append(z)
-            post.append(g * z)
-            gains.append(g)
-
+        record, seen = trace_recorder()
         branch = self._branch(u, record)
-        return {"input": u, "pre": pre, "post": post, "gains": gains, "branch": branch,
-                "out": flat + branch}
+        return {"input": u, **seen, "branch": branch, "out": flat + branch}
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this branch at its current widths."""
