@@ -66,6 +66,15 @@ def test_token_logits_are_one_prediction_per_position(shape):
         pytest.approx(55.0, rel=1e-14)
 
 
+def test_a_one_dimensional_logit_vector_is_one_prediction():
+    # (classes,) logits, e.g. one sample's: row 1 of BEFORE/AFTER alone gives ε = 0.5/5 = 10 %,
+    # agreement 1 (argmax 1 → 1), max-abs 0.5 and row 1's KL, as the (1, classes) batch does
+    fc = compare_logits(BEFORE[0], AFTER[0])
+    assert fc == compare_logits(BEFORE[:1], AFTER[:1])
+    assert fc.eps_scaled == pytest.approx(10.0, rel=1e-14)
+    assert (fc.agreement, fc.max_abs) == (1.0, 0.5)
+
+
 def test_kl_is_directional_before_to_after():
     # KL(p‖q) ≠ KL(q‖p): swapping the arguments must change the value for this pair
     forward = compare_logits(BEFORE, AFTER).kl

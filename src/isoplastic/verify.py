@@ -41,7 +41,8 @@ class FunctionChange:
 
 def compare_logits(before: Tensor, after: Tensor) -> FunctionChange:
     """:class:`FunctionChange` between logits of shape ``(batch, classes)``, or ``(..., classes)``
-    with one prediction per leading index (tokens of ``(batch, T, vocab)``)."""
+    with one prediction per leading index (tokens of ``(batch, T, vocab)``; a 1-D tensor is one
+    prediction)."""
     if before.shape != after.shape:
         raise ValueError(
             f"compare_logits: shapes differ, {tuple(before.shape)} vs {tuple(after.shape)}; "
@@ -51,8 +52,7 @@ def compare_logits(before: Tensor, after: Tensor) -> FunctionChange:
     # RuntimeError ("cannot reshape tensor of 0 elements ...") instead of this message.
     if before.dim() == 0 or before.numel() == 0:
         raise ValueError("compare_logits: empty batch; pass at least one probe input")
-    rows = before.shape[0] if before.dim() <= 2 else -1  # (N, classes), N = every prediction
-    b = before.detach().to(torch.float64).reshape(rows, before.shape[-1] if rows == -1 else -1)
+    b = before.detach().to(torch.float64).reshape(-1, before.shape[-1])  # (N, classes)
     a = after.detach().to(torch.float64).reshape(b.shape)
     diff = a - b
     denom = b.norm(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
