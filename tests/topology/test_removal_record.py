@@ -138,3 +138,23 @@ def test_a_removal_without_the_optimizer_that_holds_state_is_refused_by_name():
             "optimizer, but no optimizer was passed; ")):
         ip.neurodegeneration(net, 0, 1)
     assert net.widths == [3, 4, 2]
+
+
+def test_neurodegeneration_removes_one_neuron_by_default():
+    net = random_isotropic_mlp([4, 5, 3], "trainable", "trainable", seed=3)
+    rec = ip.neurodegeneration(net, 0)
+    assert (rec.op, rec.n, rec.width_before, rec.width_after) == ("neurodegeneration", 1, 5, 4)
+
+
+def test_remove_neurons_transports_the_optimizer_state_of_the_kept_neurons_unrotated():
+    # in the current basis, without a rotation: the kept neurons' state rows are the old ones
+    net = random_isotropic_mlp([4, 5, 3], "trainable", "trainable", seed=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(6, 4, dtype=DT)).square().sum().backward()
+    opt.step()
+    w = net.linears[0].weight
+    old = {key: value.clone() for key, value in opt.state[w].items() if value.dim() == 2}
+    ip.remove_neurons(net, 0, [1, 3], opt)
+    assert set(old) == {"exp_avg", "exp_avg_sq"}
+    for key, value in old.items():
+        assert torch.equal(opt.state[w][key], value[[0, 2, 4]])
