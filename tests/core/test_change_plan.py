@@ -8,6 +8,7 @@ fragment; ``make mutate`` showed that the printed plan and most of the words wer
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -221,3 +222,29 @@ def test_state_entries_that_are_not_tensors_are_left_as_they_are():
     net(torch.randn(3, 4, dtype=DT)).square().sum().backward()
     opt.step()  # and training goes on
     assert opt.state[w]["momentum_buffer"].shape == w.shape
+
+
+def test_an_assignment_copies_its_value_into_the_targets_dtype():
+    # the target keeps its dtype and owns its values: the caller's tensor is neither cast into
+    # the model nor aliased by it
+    net = random_isotropic_mlp([4, 3, 3, 2], "trainable", "trainable", seed=1).float()
+    bias = net.linears[0].bias
+    value = torch.tensor([1.0, 2.0, 3.0], dtype=DT)
+    Change("demo").assign(bias, value).apply()
+    assert bias.dtype == torch.float32 and torch.equal(bias.detach(), value.float())
+    value.zero_()
+    assert torch.equal(bias.detach(), torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_a_mirror_replays_the_rotations_planned_after_an_assignment():
+    # an assignment is not replayed (its value is this model's), the steps after it are
+    net = _net()
+    twin = copy.deepcopy(net)
+    ip.mirror(net, twin)
+    before = net.linears[1].weight.detach().clone()
+    r = ip.random_orthogonal(3, generator=torch.Generator().manual_seed(5), dtype=DT)
+    (Change("demo").assign(net.linears[0].bias, net.linears[0].bias.detach().clone())
+     .rotate(_space(net, 1), r).apply())
+    assert not torch.equal(net.linears[1].weight.detach(), before)  # the rotation ran
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -295,7 +295,6 @@ def transaction(model: nn.Module | None = None, optimizer: Optimizer | None = No
 class _Rotate:
     space: HiddenSpace
     r: Tensor
-    check_orthogonal: bool = True
 
 
 @dataclass
@@ -435,7 +434,7 @@ class Change:
                     f"{where}: R is not orthogonal (max |RᵀR − I| = {err:.3g} > {tol:.3g} for "
                     f"{r.dtype}); build one with isoplastic.random_orthogonal or torch.linalg.qr"
                 )
-        self.steps.append(_Rotate(space, r, check_orthogonal))
+        self.steps.append(_Rotate(space, r))
         return self
 
     def insert(self, space: HiddenSpace, n: int,
