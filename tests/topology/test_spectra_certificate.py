@@ -204,3 +204,19 @@ def test_a_matrix_without_columns_has_only_padding_strengths():
     assert spec.values.numel() == 0 and spec.zeros == 2
     assert spec.gap(0.3) == math.inf and spec.count(0.3) == 2
     assert spectra.strength_count(torch.zeros(2, 0, dtype=DT), 0.3) == 2
+
+
+def test_a_float32_strength_at_the_rounded_threshold_is_counted_as_singular_values_does():
+    """The count is ``(singular_values(net, k) <= τ).sum()``, which compares float32 strengths
+    with τ in float32: a strength equal to ``float32(0.1)`` (just above the float64 0.1) is
+    counted at ``τ = 0.1`` by every route."""
+    w = torch.diag(torch.tensor([1.0, 0.1], dtype=torch.float32))
+    net = ip.IsotropicMLP([2, 2, 2])
+    with torch.no_grad():
+        net.linears[0].weight.copy_(w)
+    strengths = ip.singular_values(net, 0)
+    assert float(strengths[1]) > 0.1 and int((strengths <= 0.1).sum()) == 1
+    assert spectra.reference_count(w, 0.1) == 1
+    assert spectra.strength_count(w, 0.1) == 1
+    assert spectra.tracked_count(net, 0, 0.1) == (1, 2)
+    assert spectra.tracked_count(net, 0, 0.1) == (1, 2)  # from the tracked spectrum

@@ -125,9 +125,9 @@ def full_count(spec: Spectrum, w: Tensor, threshold: float) -> int:
 
     The spectrum's own count when every computed strength lies more than ``spec.error`` from
     ``τ`` (and ``σ_max`` is finite), else the reference count: a strength exactly ``spec.error``
-    from ``τ`` may belong to an exact one at ``τ``."""
-    if spec.route == "svd":
-        return spec.count(threshold)
+    from ``τ`` may belong to an exact one at ``τ``. The svd route too: its float64 copies of
+    float32 strengths meet ``τ`` itself, the reference's float32 strengths ``τ`` rounded to
+    float32, and the two differ on a strength within that rounding of ``τ``."""
     if spec.gap(threshold) > spec.error and math.isfinite(spec.sigma_max):
         return spec.count(threshold)
     return reference_count(w, threshold)
