@@ -90,6 +90,7 @@ class Spectrum:
     drift: float = 0.0  # ‖W − anchor‖ bound when W was last counted from this spectrum
 
     def count(self, threshold: float) -> int:
+        """``#{ŝ_i ≤ τ}`` plus the exact zeros."""
         return int((self.values <= threshold).sum()) + self.zeros
 
     def gap(self, threshold: float) -> float:
