@@ -7,6 +7,7 @@ import torch
 
 import isoplastic as ip
 from isoplastic.export import SparseMLP, compile_sparse
+from isoplastic.nn.attention import ValueSpaceAttention
 
 
 def _perturbed(widths, psi="trainable+decay", seed=0):
@@ -156,3 +157,38 @@ def test_the_sparse_module_does_not_share_the_sources_activations():
     with pytest.raises(ip.TopologyError, match="^sparsify: Linear does not declare hidden "
                                                "spaces; "):
         ip.sparsify(torch.nn.Linear(2, 2))
+
+
+def test_a_block_with_no_map_that_can_be_diagonal_is_copied_as_it_is():
+    """A transformer's value-space attention is not an affine chain and none of its maps can be
+    diagonal: compile_sparse returns an eval-mode copy of it that shares nothing with it."""
+    attn = ValueSpaceAttention(8, 2, value_dims=[4, 3]).double().train()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = compile_sparse(attn)
+    assert type(out) is ValueSpaceAttention and out is not attn
+    assert not any(m.training for m in out.modules())
+    assert all(m.training for m in attn.modules())  # the source keeps its mode
+    assert all(p.data_ptr() != q.data_ptr()
+               for p, q in zip(out.parameters(), attn.parameters(), strict=True))
+    with torch.no_grad():
+        assert torch.equal(out(x), attn.eval()(x))
+        attn.values[0].weight.add_(1.0)  # the source goes on changing; the copy does not
+        assert not torch.equal(out(x), attn(x))
+
+
+class _ContractDefaultAttention(ValueSpaceAttention):
+    """A block type that keeps the contract's default ``can_full_diagonalise`` (a map between
+    consecutive spaces whose fan-in equals the previous width), though it is no affine chain."""
+
+    can_full_diagonalise = ip.IsoplasticBlock.can_full_diagonalise
+
+
+def test_a_block_that_is_not_a_chain_of_dense_layers_is_refused_whole():
+    block = _ContractDefaultAttention(4, 2, value_dims=4).double()
+    assert block.can_full_diagonalise(1)
+    with pytest.raises(ip.TopologyError) as info:
+        compile_sparse(torch.nn.Sequential(block))
+    assert str(info.value) == (
+        "compile_sparse: _ContractDefaultAttention is not a chain of dense layers (it needs "
+        "nn.Linear maps between its hidden spaces, as isoplastic.IsotropicMLP has); "
+        "convolutional blocks have no sparse form yet")

@@ -90,10 +90,11 @@ class Spectrum:
     drift: float = 0.0  # ‖W − anchor‖ bound when W was last counted from this spectrum
 
     def count(self, threshold: float) -> int:
+        """``#{ŝ_i ≤ τ}`` plus the exact zeros."""
         return int((self.values <= threshold).sum()) + self.zeros
 
     def gap(self, threshold: float) -> float:
-        """``min |ŝ_i − τ|`` over the computed strengths."""
+        """``min |ŝ_i − τ|`` over the computed strengths (``inf`` when there are none)."""
         return float((self.values - threshold).abs().min()) if self.values.numel() else math.inf
 
 
@@ -121,9 +122,13 @@ def reference_count(w: Tensor, threshold: float) -> int:
 
 
 def full_count(spec: Spectrum, w: Tensor, threshold: float) -> int:
-    """The full route's count of ``w`` from its own spectrum ``spec`` (``route`` gram or svd)."""
-    if spec.route == "svd":
-        return spec.count(threshold)
+    """The full route's count of ``w`` from its own spectrum ``spec`` (``route`` gram or svd).
+
+    The spectrum's own count when every computed strength lies more than ``spec.error`` from
+    ``τ`` (and ``σ_max`` is finite), else the reference count: a strength exactly ``spec.error``
+    from ``τ`` may belong to an exact one at ``τ``. The svd route too: its float64 copies of
+    float32 strengths meet ``τ`` itself, the reference's float32 strengths ``τ`` rounded to
+    float32, and the two differ on a strength within that rounding of ``τ``."""
     if spec.gap(threshold) > spec.error and math.isfinite(spec.sigma_max):
         return spec.count(threshold)
     return reference_count(w, threshold)
@@ -170,7 +175,12 @@ def drift(w: Tensor, anchor: Tensor) -> float:
 
 def certified(spec: Spectrum, w: Tensor, threshold: float, delta: float) -> int | None:
     """The count of ``w`` from ``spec`` when ``‖w − spec.anchor‖₂ ≤ delta`` certifies it
-    (the module docstring's inequality), else ``None``."""
+    (the module docstring's inequality), else ``None``.
+
+    The inequality is ``gap > e + δ + t(w)``, with ``t`` taken at ``σ_max + e + δ`` (a bound of
+    ``‖w‖₂``); the exact zeros count as strengths at 0 (when there are some, a ``τ`` within the
+    margin of 0 certifies nothing). Short of a certificate, a spectrum the full route computed
+    from a matrix equal to ``w`` gives the full route's own count, a predicted one ``None``."""
     if not (math.isfinite(delta) and math.isfinite(spec.sigma_max)):
         return None
     margin = spec.error + delta + tolerance(w, spec.sigma_max + spec.error + delta)
