@@ -359,9 +359,10 @@ class WidthSchedule(AbstractPolicy):
     @classmethod
     def linear(cls, start: Sequence[int], target: Sequence[int], hold_start: int,
                ramp: int, hold_end: int) -> WidthSchedule:
-        """``hold_start`` epochs at ``start``, ``ramp`` epochs of linear steps, then ``target``."""
+        """``hold_start`` epochs at ``start``, ``ramp`` epochs of linear steps, then ``target``
+        (with ``ramp=0``, ``target`` right after ``hold_start``)."""
         steps = []
         for e in range(hold_start + ramp + hold_end):
-            t = min(max(e - hold_start + 1, 0), ramp) / max(ramp, 1)
+            t = min(max(e - hold_start + 1, 0), ramp) / ramp if ramp else float(e >= hold_start)
             steps.append([round(a + (b - a) * t) for a, b in zip(start, target, strict=True)])
         return cls(targets=steps)
