@@ -122,7 +122,8 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
         threshold: ``τ`` (paper default 0.1; the task experiment uses 0.95).
         optimizer: transported through every change.
         init_scale, generator: outgoing-weight initialisation of new neurons.
-        max_passes: repeat the last-to-first pass until no layer changes, at most this often.
+        max_passes: repeat the last-to-first pass until no layer changes, at most this often
+            (default 4).
         layers: restrict to these hidden layers (indices of a bare block, or names from
             :func:`~isoplastic.hidden_spaces`; default: all).
         guard: called with each individual change right after it is applied (inside its own
