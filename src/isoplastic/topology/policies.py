@@ -362,6 +362,9 @@ class WidthSchedule(AbstractPolicy):
                ramp: int, hold_end: int) -> WidthSchedule:
         """``hold_start`` epochs at ``start``, ``ramp`` epochs of linear steps, then ``target``
         (with ``ramp=0``, ``target`` right after ``hold_start``)."""
+        if len(start) != len(target):
+            raise TopologyError(f"WidthSchedule.linear: start has {len(start)} widths but target has "
+                                f"{len(target)}; give one width per hidden space in both")
         steps = []
         for e in range(hold_start + ramp + hold_end):
             t = min(max(e - hold_start + 1, 0), ramp) / ramp if ramp else float(e >= hold_start)
