@@ -122,7 +122,8 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
         threshold: ``τ`` (paper default 0.1; the task experiment uses 0.95).
         optimizer: transported through every change.
         init_scale, generator: outgoing-weight initialisation of new neurons.
-        max_passes: repeat the last-to-first pass until no layer changes, at most this often.
+        max_passes: repeat the last-to-first pass until no layer changes, at most this often
+            (default 4).
         layers: restrict to these hidden layers (indices of a bare block, or names from
             :func:`~isoplastic.hidden_spaces`; default: all).
         guard: called with each individual change right after it is applied (inside its own
@@ -359,9 +360,13 @@ class WidthSchedule(AbstractPolicy):
     @classmethod
     def linear(cls, start: Sequence[int], target: Sequence[int], hold_start: int,
                ramp: int, hold_end: int) -> WidthSchedule:
-        """``hold_start`` epochs at ``start``, ``ramp`` epochs of linear steps, then ``target``."""
+        """``hold_start`` epochs at ``start``, ``ramp`` epochs of linear steps, then ``target``
+        (with ``ramp=0``, ``target`` right after ``hold_start``)."""
+        if len(start) != len(target):
+            raise TopologyError(f"WidthSchedule.linear: start has {len(start)} widths but target has "
+                                f"{len(target)}; give one width per hidden space in both")
         steps = []
         for e in range(hold_start + ramp + hold_end):
-            t = min(max(e - hold_start + 1, 0), ramp) / max(ramp, 1)
+            t = min(max(e - hold_start + 1, 0), ramp) / ramp if ramp else float(e >= hold_start)
             steps.append([round(a + (b - a) * t) for a, b in zip(start, target, strict=True)])
         return cls(targets=steps)
