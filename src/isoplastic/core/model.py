@@ -159,10 +159,9 @@ def hidden_spaces(model: nn.Module) -> dict[str, HiddenSpace]:
     return out
 
 
-def check_layer_index(net: IsoplasticBlock, k: int, op: str, lo: int = 0,
-                      hi: int | None = None) -> None:
-    """Raise :class:`TopologyError` unless ``lo ≤ k ≤ hi`` (``hi`` defaults to the last hidden)."""
-    hi = net.n_hidden - 1 if hi is None else hi
+def check_layer_index(net: IsoplasticBlock, k: int, op: str, lo: int) -> None:
+    """Raise :class:`TopologyError` unless ``lo ≤ k ≤ n_hidden − 1``."""
+    hi = net.n_hidden - 1
     if not isinstance(k, int) or isinstance(k, bool) or not lo <= k <= hi:
         valid = f"{lo}..{hi}" if lo <= hi else "none (the network is too shallow)"
         raise TopologyError(
@@ -183,12 +182,13 @@ def require_blocks(model: object, op: str) -> dict[str, IsoplasticBlock]:
     return found
 
 
-def resolve(model: object, key: int | str, op: str, lo: int = 0, hi: int | None = None
+def resolve(model: object, key: int | str, op: str, lo: int = 0
             ) -> tuple[IsoplasticBlock, int, str]:
     """``(block, k, name)`` of the hidden space ``key`` names in ``model``.
 
-    ``key`` is an ``int`` for a bare block, or a name from :func:`hidden_spaces`. ``lo``/``hi``
-    restrict the block-local index (``full_diagonalise`` needs ``k ≥ 1``).
+    ``key`` is an ``int`` for a bare block, or a name from :func:`hidden_spaces`. ``lo``
+    is the smallest block-local index the operation accepts (``full_diagonalise`` needs
+    ``k ≥ 1``).
     """
     found = require_blocks(model, op)
     if isinstance(key, str):
@@ -198,11 +198,11 @@ def resolve(model: object, key: int | str, op: str, lo: int = 0, hi: int | None 
             names = ", ".join(repr(n) for n in hidden_spaces(model)) or "none"  # type: ignore[arg-type]
             raise TopologyError(f"{op}: no hidden space named {key!r} in {type(model).__name__}; "
                                 f"its hidden spaces are {names}")
-        check_layer_index(block, int(idx), f"{op}({key!r})", lo, hi)
+        check_layer_index(block, int(idx), f"{op}({key!r})", lo)
         return block, int(idx), key
     model = unwrap(model)
     if isinstance(model, IsoplasticBlock):
-        check_layer_index(model, key, op, lo, hi)
+        check_layer_index(model, key, op, lo)
         return model, key, str(key)
     names = ", ".join(repr(n) for n in hidden_spaces(model))  # type: ignore[arg-type]
     raise TopologyError(
