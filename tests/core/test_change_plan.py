@@ -248,3 +248,54 @@ def test_a_mirror_replays_the_rotations_planned_after_an_assignment():
     assert not torch.equal(net.linears[1].weight.detach(), before)  # the rotation ran
     for p, q in zip(net.parameters(), twin.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_change_without_a_name_is_called_change():
+    assert str(Change()) == "change (0 steps):"
+
+
+def test_params_lists_every_parameter_its_spaces_move_once():
+    net = _net()
+    change = Change("demo").rotate(_space(net, 0), torch.eye(3, dtype=DT)).rotate(
+        _space(net, 1), torch.eye(3, dtype=DT))
+    expected = [*_space(net, 0).params(), *_space(net, 1).params()]
+    distinct = list({id(p): p for p in expected}.values())
+    assert [id(p) for p in change.params()] == [id(p) for p in distinct]
+    assert len(distinct) < len(expected)  # the weight between the spaces is on both
+
+
+def test_one_change_over_two_blocks_refreshes_both():
+    model = torch.nn.Sequential(random_isotropic_mlp([4, 3, 3], "trainable", "trainable", seed=1),
+                                random_isotropic_mlp([3, 4, 2], "trainable", "trainable", seed=2))
+    spaces = ip.hidden_spaces(model)
+    Change("demo").insert(spaces["0.0"], 2).insert(spaces["1.0"], 1).apply()
+    assert (model[0].widths, model[1].widths) == ([4, 5, 3], [3, 5, 2])
+
+
+def test_a_rotation_at_exactly_the_orthogonality_tolerance_is_accepted_one_step_above_refused():
+    # R = I + e·E₀₁: RᵀR − I has e at (0, 1) exactly and 1 + e² − 1 = 0 on the diagonal (e² is
+    # below half an ulp of 1), so max |RᵀR − I| = e exactly; the test is err > tol
+    from isoplastic.linalg import ortho_tolerance
+
+    net = _net()
+    tol = ortho_tolerance(torch.eye(3, dtype=DT))
+    r = torch.eye(3, dtype=DT)
+    r[0, 1] = tol
+    Change("demo").rotate(_space(net, 0), r)
+    r[0, 1] = math.nextafter(tol, 1.0)
+    with pytest.raises(TopologyError, match="R is not orthogonal"):
+        Change("demo").rotate(_space(net, 0), r)
+
+
+def test_a_mirror_that_cannot_take_the_change_is_named_as_the_mirror():
+    net = _net()
+    twin = copy.deepcopy(net)
+    ip.mirror(net, twin)
+    with torch.no_grad():
+        twin.activations[0].log_o.fill_(float("inf"))  # o = inf, as an overflowed EMA could hold
+    before = snapshot(net)
+    with pytest.raises(NonFiniteError) as info:
+        ip.neurogenesis(net, 0, 1)
+    assert str(info.value) == ("neurogenesis(net, k=0) (mirror): hidden layer 0 has intrinsic "
+                               "length inf; restore the model from a checkpoint first")
+    assert_identical(before, net)

@@ -581,3 +581,17 @@ def test_linear_schedule_needs_one_width_per_space():
         ip.WidthSchedule.linear([4, 4], [8], 1, 1, 1)
     assert str(err.value) == ("WidthSchedule.linear: start has 2 widths but target has 1; give one "
                               "width per hidden space in both")
+
+
+def test_a_pass_that_changes_nothing_reads_no_optimizer_state():
+    # the up-front check covers the tensors the counts read; optimizer state is checked by each
+    # change for what it moves, so a bad moment blocks a change, not a pass that makes none
+    net = random_isotropic_mlp([4, 6, 5, 3], "trainable", "trainable", seed=2)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(8, 4, dtype=torch.float64)).sum().backward()
+    opt.step()
+    ip.neuroadapt(net, 2, 0.1, opt, generator=torch.Generator().manual_seed(0))
+    opt.state[net.linears[0].weight]["exp_avg"][0, 0] = float("nan")
+    assert ip.neuroadapt(net, 2, 0.1, opt) == []
+    with pytest.raises(NonFiniteError, match="Adam state 'exp_avg' of a parameter of shape"):
+        ip.neurogenesis(net, 0, 1, opt)
