@@ -167,6 +167,72 @@ def test_hessian_of_the_gain_at_the_origin(mode, o, fused):
     torch.testing.assert_close(hess, expected, rtol=GRAD_RTOL64, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode,o", MODES)
+def test_branch_free_formulas_give_the_eager_values(monkeypatch, mode, o, dtype):
+    """What compiled code computes (no host read of tensor values: every branch evaluated and
+    selected with torch.where), run eagerly: the same values bit for bit as the eager path, on
+    batches with and without small-ball or overflowing rows, and the textbook gradients."""
+    act = make(mode, o, dtype)
+    huge = 1e30 if dtype == torch.float32 else 1e160
+    for radii in (MIXED_RADII + [1e-3, huge], ORDINARY_RADII):
+        z = rows_at(radii, dtype=dtype)
+        with torch.no_grad():
+            eager = act.forward_with_gain(z)
+            monkeypatch.setattr(iso, "_may_branch", lambda: False)
+            branch_free = act.forward_with_gain(z)
+            monkeypatch.undo()
+        assert torch.equal(eager[0], branch_free[0]) and torch.equal(eager[1], branch_free[1])
+    if dtype == torch.float64:
+        z = rows_at(ORDINARY_RADII)
+        gh = torch.randn(z.shape, dtype=dtype, generator=torch.Generator().manual_seed(12))
+        gg = torch.randn(len(ORDINARY_RADII), 1, dtype=dtype,
+                         generator=torch.Generator().manual_seed(13))
+        _, _, dz_t, do_t = isotropic_tanh(z, act.o, gh, gg)
+        monkeypatch.setattr(iso, "_may_branch", lambda: False)
+        _, _, dz, dlog_o = loss_grads(act, z, gh, gg)
+        torch.testing.assert_close(dz, dz_t, rtol=GRAD_RTOL64, atol=GRAD_RTOL64)
+        if mode == "trainable":
+            assert math.isclose(float(dlog_o), act.o * do_t, rel_tol=GRAD_RTOL64)
+
+
+def test_isotropic_tanh_takes_the_fused_kernel_with_log_o_inside():
+    """Isotropic tanh with the exact series runs as one fused autograd node, whose inputs are z
+    and (trainable o, same dtype) the parameter log o itself, exponentiated inside; the paper's
+    branch, other profiles and fused_kernel(False) take the plain-autograd formula."""
+    z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    fused_name = "_IsotropicTanhFnBackward"
+    for act in (ip.IsotropicTanh().double(), ip.IsotropicActivation().double()):
+        for out in (act(z), act.gain(z), act.forward_with_gain(z)[0]):
+            assert type(out.grad_fn).__name__ == fused_name
+    act = ip.IsotropicTanh(intrinsic_length="trainable").double()
+    inputs = [f for f, _ in act(z).grad_fn.next_functions]
+    assert inputs[1] is not None and inputs[1].variable is act.log_o
+    others = [ip.IsotropicTanh(small_ball="paper").double(),
+              ip.IsotropicActivation(log1p_profile()).double()]
+    for act in others:
+        assert type(act(z).grad_fn).__name__ != fused_name
+    with iso.fused_kernel(False):
+        assert type(ip.IsotropicTanh().double()(z).grad_fn).__name__ != fused_name
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gradient_where_the_squared_norm_cancels_o_exactly(fused):
+    """‖z‖² + o = 0 exactly (o = -1/4, z = ±e/2): q = |‖z‖² + o| has derivative +1 there, so
+    ∂L/∂z = g ∂L/∂h + 2 g'(0) S z with g'(0) = -1/3, as on the positive side."""
+    act = make("constant", -0.25)
+    z = torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 2.0]],
+                     dtype=torch.float64)
+    assert ((z * z).sum(dim=1) - 0.25).tolist()[:2] == [0.0, 0.0]
+    gh = torch.randn(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    gg = torch.randn(4, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    _, g_t, dz_t, _ = isotropic_tanh(z, act.o, gh, gg)
+    with iso.fused_kernel(fused):
+        _, g, dz, _ = loss_grads(act, z, gh, gg)
+    torch.testing.assert_close(g, g_t, rtol=VALUE_RTOL64, atol=0)
+    torch.testing.assert_close(dz, dz_t, rtol=GRAD_RTOL64, atol=GRAD_RTOL64)
+
+
 # -- derivatives with a graph of the backward (double backward) --------------------------------
 
 def _modules():
@@ -257,6 +323,10 @@ def test_gain_where_the_squared_norm_overflows_is_the_textbook_one(dtype, mode, 
     assert torch.isfinite(z.grad).all()
     for p in act.parameters():
         assert torch.isfinite(p.grad).all()
+    if kind == "tanh":  # the reference formula (a graph of the backward runs it) agrees bitwise
+        o_t = None if mode == "none" else act.o_tensor().detach()
+        h_ref, g_ref = iso._reference_tanh(z.detach(), o_t, -1, act.eps ** 2)
+        assert torch.equal(h_ref, h.detach()) and torch.equal(g_ref, g.detach())
 
 
 # -- float16 / bfloat16 ---------------------------------------------------------------------------
@@ -317,7 +387,12 @@ def test_paper_branch_holds_on_the_closed_ball_with_the_author_constant():
         act_o = make("constant", o, small_ball="paper")
         zz = torch.tensor([[(-o) ** 0.5, 0.0]], dtype=torch.float64)  # ‖z‖² + o = 0 to round-off
         assert math.isclose(float(act_o.gain(zz)), expected, rel_tol=EPS64)
-    # no gradient to o inside the ball, and a Jacobian g I (the gain is a constant there)
+    # no gradient to o inside the ball, and a Jacobian g I (the gain is a constant there),
+    # also at z = 0 for o = 0, where ρ = 0
+    z0 = torch.zeros(3, 5, dtype=torch.float64, requires_grad=True)
+    gh = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    (act(z0) * gh).sum().backward()
+    assert torch.equal(z0.grad, gh)
     act_t = make("trainable", 1e-8, small_ball="paper")
     z0 = torch.zeros(3, 5, dtype=torch.float64, requires_grad=True)
     gh = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
