@@ -225,6 +225,9 @@ class IsotropicActivation(nn.Module):
     def _paper_inside(o: Tensor | None, q: Tensor) -> Tensor:
         """The paper's gain inside the small ball: ``tanh(√|o|)/√|o|`` if ``|o| > 0.01``, else 1.
 
+        The ball is closed: it holds where ``q ≤ eps²`` (the edge included; the series of the
+        default ``small_ball="series"`` holds only where ``q < eps²``).
+
         A constant of the forward pass (no gradient to ``o``, as in the author's code), selected
         with ``torch.where`` on a clamped radius so nothing branches on ``o``'s value.
         """
@@ -351,7 +354,7 @@ class _IsotropicTanhFn(torch.autograd.Function):
     where ``q`` overflowed, ``g'`` is taken as 0. When a graph of the backward is requested
     (``create_graph=True``: double backward, gradgradcheck), the backward re-derives the
     gradient through the reference formula with autograd, so derivatives of every order stay
-    available.
+    available (the first derivatives are the same either way, to round-off).
     """
 
     @staticmethod
@@ -430,7 +433,11 @@ class _IsotropicTanhFn(torch.autograd.Function):
 
     @staticmethod
     def _backward_with_graph(ctx, z, o, grad_h, grad_g):
-        inputs = [z] + ([o] if o is not None and o.requires_grad else [])
+        """``(∂L/∂z, ∂L/∂o)`` through the reference formula with autograd and ``create_graph``,
+        for the inputs that need a gradient (``None`` for the other: ``z`` may need none while
+        the trainable ``o`` does)."""
+        want_z, want_o = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        inputs = [t for t, want in ((z, want_z), (o, want_o)) if want]
         with torch.enable_grad():
             o_val = o.exp() if o is not None and ctx.log_o else o
             h, g = _reference_tanh(z, o_val, ctx.dim, ctx.q_switch, not ctx.nonneg)
@@ -441,11 +448,9 @@ class _IsotropicTanhFn(torch.autograd.Function):
             if grad_g is not None:
                 outs.append(g)
                 grads.append(grad_g)
-            res = torch.autograd.grad(outs, inputs, grads, create_graph=True, allow_unused=True)
-        dz = res[0] if ctx.needs_input_grad[0] else None
-        do = res[1] if len(res) > 1 and ctx.needs_input_grad[1] else None
-        if dz is None and ctx.needs_input_grad[0]:
-            dz = torch.zeros_like(z)
+            res = list(torch.autograd.grad(outs, inputs, grads, create_graph=True))
+        dz = res.pop(0) if want_z else None
+        do = res.pop(0) if want_o else None
         return dz, do
 
 
