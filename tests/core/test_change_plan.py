@@ -234,6 +234,10 @@ def test_an_assignment_copies_its_value_into_the_targets_dtype():
     assert bias.dtype == torch.float32 and torch.equal(bias.detach(), value.float())
     value.zero_()
     assert torch.equal(bias.detach(), torch.tensor([1.0, 2.0, 3.0]))
+    same_dtype = torch.tensor([4.0, 5.0, 6.0])
+    Change("demo").assign(bias, same_dtype).apply()
+    same_dtype.zero_()
+    assert torch.equal(bias.detach(), torch.tensor([4.0, 5.0, 6.0]))
 
 
 def test_a_mirror_replays_the_rotations_planned_after_an_assignment():

@@ -85,3 +85,15 @@ def test_changes_can_be_made_from_another_thread():
     thread.start()
     thread.join()
     assert len(out) == 1 and net.widths == [4, 7, 3]
+
+
+def test_a_frozen_parameter_held_by_a_live_graph_can_be_resized():
+    # fine-tuning with a frozen middle layer and the previous loss alive: the graph keeps the
+    # frozen weight (to reach the layer below), which has no gradient accumulator to mark
+    net = random_isotropic_mlp([4, 5, 5, 3], "trainable", "trainable", seed=5)
+    w1 = net.linears[1].weight
+    w1.requires_grad_(False)
+    loss = net(torch.randn(3, 4, dtype=torch.float64)).sum()
+    ip.neurogenesis(net, 0, 1)
+    assert w1.shape == (5, 6) and not w1.requires_grad
+    assert loss.grad_fn is not None
