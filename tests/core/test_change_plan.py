@@ -303,3 +303,18 @@ def test_a_mirror_that_cannot_take_the_change_is_named_as_the_mirror():
     assert str(info.value) == ("neurogenesis(net, k=0) (mirror): hidden layer 0 has intrinsic "
                                "length inf; restore the model from a checkpoint first")
     assert_identical(before, net)
+
+
+def test_a_change_that_leaves_any_touched_block_inconsistent_is_rolled_back_whole():
+    # every block the change touched is checked after the steps, not only the last one
+    model = torch.nn.Sequential(random_isotropic_mlp([4, 3, 3], "trainable", "trainable", seed=1),
+                                random_isotropic_mlp([3, 4, 2], "trainable", "trainable", seed=2))
+    spaces = ip.hidden_spaces(model)
+    before = snapshot(model)
+    change = (Change("demo")
+              .fold(spaces["0.0"], lambda layer: [(layer.next_bias, torch.zeros(5, dtype=DT))])
+              .insert(spaces["1.0"], 1))
+    with pytest.raises(TopologyError, match=re.escape(
+            "linears[1] has weight (3, 3) and bias (5,), inconsistent with widths [4, 3, 3]")):
+        change.apply()
+    assert_identical(before, model)
