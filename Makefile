@@ -47,7 +47,7 @@ fuzz: $(STAMP)    ## the long reliability run: 200 fuzzed sequences and 20 kill-
 # `make mutate` mutates every module of MUTATE_MODULES in one mutmut run (one baseline run of the
 # test selection, then the mutants cheapest first; the selection is [tool.mutmut] in
 # pyproject.toml). scripts/mutate.py is mutmut with the bodies of `@operation` functions mutated
-# too. On 2 cores the whole list takes hours: narrow it, e.g. `make mutate MUTATE_MODULES="core.space"`.
+# too. About 20 minutes on 2 idle cores; narrow it, e.g. `make mutate MUTATE_MODULES="core.space"`.
 MUTATE_MODULES ?= core activations ops topology export verify
 
 mutate: $(STAMP)  ## mutation testing: kill rate per module (table as in docs/reliability.md)

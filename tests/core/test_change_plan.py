@@ -20,6 +20,7 @@ import isoplastic as ip
 from isoplastic.core import Change
 from isoplastic.core.space import HiddenSpace
 from isoplastic.errors import NonFiniteError, TopologyError
+from isoplastic.linalg import ortho_tolerance
 from isoplastic.testing import random_isotropic_mlp
 
 DT = torch.float64
@@ -279,8 +280,6 @@ def test_one_change_over_two_blocks_refreshes_both():
 def test_a_rotation_at_exactly_the_orthogonality_tolerance_is_accepted_one_step_above_refused():
     # R = I + e·E₀₁: RᵀR − I has e at (0, 1) exactly and 1 + e² − 1 = 0 on the diagonal (e² is
     # below half an ulp of 1), so max |RᵀR − I| = e exactly; the test is err > tol
-    from isoplastic.linalg import ortho_tolerance
-
     net = _net()
     tol = ortho_tolerance(torch.eye(3, dtype=DT))
     r = torch.eye(3, dtype=DT)

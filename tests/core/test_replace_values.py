@@ -5,15 +5,23 @@ to backpropagate instead of writing a gradient of the old shape nobody reads."""
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import pytest
 import torch
 
 import isoplastic as ip
+from isoplastic.core import Change
 from isoplastic.testing import random_isotropic_mlp
 
 
 def _net() -> ip.IsotropicMLP:
     return random_isotropic_mlp([4, 5, 3], "trainable", "trainable", seed=2)
+
+
+def _net2() -> ip.IsotropicMLP:
+    return random_isotropic_mlp([4, 5, 5, 3], "trainable", "trainable", seed=4)
 
 
 def test_a_frozen_parameter_stays_frozen_through_a_resize():
@@ -40,10 +48,6 @@ def test_a_graph_holding_a_parameter_only_through_its_accumulator_is_stale_after
 
 def test_a_weakly_referenced_parameter_held_by_a_graph_is_refused_whole_by_name():
     # only the first of two resized spaces holds the stuck parameter: every resized space counts
-    import weakref
-
-    from isoplastic.core import Change
-
     net = _net2()
     w0 = net.linears[0].weight
     ref = weakref.ref(w0)
@@ -61,10 +65,6 @@ def test_a_weakly_referenced_parameter_held_by_a_graph_is_refused_whole_by_name(
     assert ref() is w0 and loss.grad_fn is not None
 
 
-def _net2() -> ip.IsotropicMLP:
-    return random_isotropic_mlp([4, 5, 5, 3], "trainable", "trainable", seed=4)
-
-
 def test_another_networks_optimizer_is_refused_with_its_class_named():
     net, other = _net(), _net()
     opt = torch.optim.SGD(other.parameters(), lr=0.1)
@@ -77,8 +77,6 @@ def test_another_networks_optimizer_is_refused_with_its_class_named():
 
 def test_changes_can_be_made_from_another_thread():
     # each thread keeps its own stack of open transactions, created on first use
-    import threading
-
     net = _net()
     out: list[object] = []
     thread = threading.Thread(target=lambda: out.append(ip.neurogenesis(net, 0, 2)))
