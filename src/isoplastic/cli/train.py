@@ -91,7 +91,8 @@ RESUME_FREE = ("epochs", "data_dir", "threads", "progress", "device", "log_every
 #: Option (parameter name) -> TrainConfig field, for the options that define a run.
 CONFIG_OPTIONS = {
     "dataset": "dataset", "model": "model", "channels": "channels",
-    "kernel_size": "kernel_size", "widths": "widths", "d_model": "d_model",
+    "kernel_size": "kernel_size", "widths": "widths", "group_size": "group_size",
+    "d_model": "d_model",
     "n_layers": "n_layers", "n_heads": "n_heads", "d_ff": "d_ff",
     "context_length": "context_length", "batches_per_epoch": "batches_per_epoch",
     "batch_size": "batch_size", "lr": "lr",
@@ -225,6 +226,10 @@ def resume_command(ctx: click.Context, run_dir: str | Path, epochs: int) -> str:
               help="With --model cnn: odd kernel size of every convolution ('same' padding).")
 @click.option("--widths", default="64,64", show_default=True, callback=_parse_widths,
               help="Hidden widths (of the MLP, or of the CNN's head), comma separated.")
+@click.option("--group-size", type=click.IntRange(min=1), default=None,
+              help="With --model mlp: split every hidden layer into isotropic groups of this "
+                   "many neurons, each adapting on its own (GroupedIsotropicMLP; the accuracy "
+                   "recipe of docs/quality.md, e.g. 16). Default: one group per layer.")
 @click.option("--psi", type=click.Choice(list(PSI_CHOICES)), default="trainable+decay",
               show_default=True,
               help="psi vectors (the bias-like term of the next layer that absorbs removed "

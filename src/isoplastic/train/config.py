@@ -59,6 +59,10 @@ class TrainConfig:
             either one width (applied to every hidden layer) or a list of per-layer widths; or a
             string ``"start:target"`` (linear ramp over the epochs, per layer ``"a,b:c,d"``) or
             ``"w0,w1,w2"`` / ``"16;64;16"``-style per-epoch widths (see :func:`parse_schedule`).
+        group_size: ``model="mlp"`` only: split every hidden layer into isotropic groups of this
+            many neurons (:class:`~isoplastic.GroupedIsotropicMLP`, the accuracy recipe of
+            docs/quality.md; each group is a hidden space that adapts on its own). ``None``:
+            one group per layer, the paper's :class:`~isoplastic.IsotropicMLP`.
         tolerance: maximum ``eps_scaled`` (percent) a single structural change may cause; a
             larger change is rolled back and logged as refused. ``None``: off.
         seed: seed of initial weights, data split, shuffling and neurogenesis.
@@ -83,6 +87,7 @@ class TrainConfig:
     context_length: int = 64
     batches_per_epoch: int = 150
     widths: list[int] = field(default_factory=lambda: [64, 64])
+    group_size: int | None = None
     epochs: int | None = None
     batch_size: int = 48
     lr: float = 1e-3
@@ -134,6 +139,21 @@ class TrainConfig:
             raise bad("widths", "give at least one hidden width, each >= 1 (e.g. [32, 32])")
         if any(w < 1 for w in self.widths):
             raise bad("widths", "every hidden width must be >= 1")
+        if self.group_size is not None:
+            gs = self.group_size
+            if isinstance(gs, bool) or not isinstance(gs, int) or gs < 1:
+                raise bad("group_size", "must be an integer >= 1, or None for one group per layer")
+            if self.model != "mlp":
+                raise bad("group_size", f"groups are built for model='mlp' only, not "
+                                        f"{self.model!r}; drop group_size")
+            uneven = [w for w in self.widths if w % gs]
+            if uneven:
+                raise bad("group_size", f"does not divide the hidden widths {uneven}; choose "
+                                        "widths that are multiples of the group size")
+            if self.adapt == "schedule":
+                raise bad("group_size", "adapt='schedule' sets whole-layer widths, but every "
+                                        "group of a grouped MLP is its own hidden space; use "
+                                        "adapt='scaffold' or 'none'")
         if self.model == "cnn":
             if not self.channels or any(c < 1 for c in self.channels):
                 raise bad("channels", "give at least one channel count, each >= 1 (e.g. [8, 8])")

@@ -59,7 +59,7 @@ from ..core.model import blocks, hidden_spaces, require_blocks
 from ..core.optim_state import move_state
 from ..data import DataError, Dataset, load_dataset
 from ..errors import IsoplasticError
-from ..nn import IsotropicMLP
+from ..nn import GroupedIsotropicMLP, IsotropicMLP
 from ..nn.chain import AffineChain
 from ..nn.conv import IsotropicCNN
 from ..nn.transformer import IsotropicTransformer
@@ -266,6 +266,10 @@ def build_model(config: TrainConfig, data: Dataset | TextData
                             intrinsic_length=config.intrinsic_length, psi=config.psi,
                             padding="same", pooling="mean", generator=gen)
     widths = [data.n_features, *config.widths, data.n_classes]
+    if config.group_size is not None:
+        groups = [w // config.group_size for w in config.widths]
+        return GroupedIsotropicMLP(widths, groups, intrinsic_length=config.intrinsic_length,
+                                   psi=config.psi, generator=gen)
     return IsotropicMLP(widths, intrinsic_length=config.intrinsic_length, psi=config.psi,
                         generator=gen)
 
