@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+import isoplastic as ip
 from isoplastic.cli.reproduce import EXTRA, NAMES, reproduce_cmd
 from isoplastic.experiments.exp8_quality import (
     BASELINES,
@@ -17,7 +20,9 @@ from isoplastic.experiments.exp8_quality import (
     build,
     choose_lr,
     comparison,
+    prepare,
     resolved,
+    train,
 )
 from isoplastic.experiments.registry import get_config, run_experiment
 from isoplastic.experiments.report import claims, write_report
@@ -72,6 +77,42 @@ def test_tiny_scale_runs_end_to_end_and_writes_every_part(tiny):
     assert res["figures"] == ["group_size.png", "depth.png"]
     for fig in res["figures"]:
         assert (d / fig).stat().st_size > 1000
+
+
+def _reference_train(net, x, y, epochs, lr, seed, adapt):
+    """The study's protocol written out: one generator per run for the batch order, AdamW
+    (torch's default weight decay, foreach), batch 48, loss + ψ penalty, neuroadapt at every
+    epoch end with a fresh generator of the same seed."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, foreach=True)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(perm), 48):
+            b = perm[i:i + 48]
+            loss = F.cross_entropy(net(x[b]), y[b]) + net.psi_penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if adapt:
+            ip.neuroadapt(net, 2, 0.1, optimizer=opt, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("name", "adapt"), [("gs-4", True), ("isotropic", True),
+                                             ("gelu-ln", False), ("relu", False)])
+def test_the_training_loop_is_the_study_protocol_bit_for_bit(name, adapt):
+    data, info = prepare("digits", None, 300, torch.device("cpu"))
+    widths = [info["n_features"], 8, info["n_classes"]]
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        nets.append(build(name, widths))
+    got = train(nets[0], data, 2, 3e-3, 5, adapt=(2, 0.1) if adapt else None)
+    _reference_train(nets[1], *data["train"], 2, 3e-3, 5, adapt)
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x, y = data["test"]
+    assert got["test"] == 100 * float((nets[1](x).argmax(1) == y).double().mean())
+    assert got["widths"] == (nets[1].group_widths if name == "gs-4" else nets[1].widths[1:-1])
 
 
 @given(st.dictionaries(RATES, ACCURACIES, min_size=1))
