@@ -210,7 +210,8 @@ def test_claim_13_is_judged_on_the_tuned_comparison_when_quality_ran(tmp_path):
     assert c13["verdict"] == "does not hold"
     assert "tuned (digits" in c13["ours"] and "isotropic MLP 94.00 ± 0.10 (depth 1, lr 0.003)" \
         in c13["ours"] and "tanh 96.00 ± 0.10 (depth 2, lr 0.001)" in c13["ours"]
-    assert "untuned (compare" in c13["ours"]
+    assert "untuned (compare: lr 1e-3, same init, no o, no ψ)" in c13["ours"]
+    assert "chosen on validation" in c13["claim"]
     assert "tanh -2.00 ± 0.14 pp" in c13["note"] and "below every element-wise" in c13["note"]
     assert "docs/quality.md" in c13["note"] and "one scalar feature per layer" in c13["note"]
     assert "isoplastic reproduce quality" in (tmp_path / "REPORT.md").read_text()
