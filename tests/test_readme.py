@@ -33,6 +33,8 @@ NOT_RUN = {
     "isoplastic train --model transformer --dataset FILE.txt --out runs/mytext":
         "needs the reader's file; tests/test_cli_text.py trains on a text file",
     "isoplastic reproduce transformer --out reproduce": "minutes; tests/experiments",
+    "isoplastic reproduce quality --out reproduce": "about 15 minutes; tests/experiments runs "
+                                                    "its tiny scale",
 }
 
 RUNNER = """

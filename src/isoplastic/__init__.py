@@ -38,6 +38,7 @@ from .linalg import random_orthogonal as random_orthogonal
 from .nn import AffineChain as AffineChain
 from .nn import ElementwiseCNN as ElementwiseCNN
 from .nn import ElementwiseMLP as ElementwiseMLP
+from .nn import GeluLayerNormMLP as GeluLayerNormMLP
 from .nn import GroupedIsotropicMLP as GroupedIsotropicMLP
 from .nn import IsotropicCNN as IsotropicCNN
 from .nn import IsotropicFFN as IsotropicFFN

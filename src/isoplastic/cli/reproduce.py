@@ -2,7 +2,10 @@
 
 ``transformer`` (not part of ``all``) compares fixed and adaptive isotropic transformers with a
 standard pre-LayerNorm GELU transformer of the same size on character-level language modelling
-(:mod:`isoplastic.experiments.exp7_transformer`).
+(:mod:`isoplastic.experiments.exp7_transformer`). ``quality`` (not part of ``all``) trains the
+isotropic and grouped isotropic MLPs against tanh, ReLU and GELU+LayerNorm MLPs, each at its
+learning rate chosen on a validation split (:mod:`isoplastic.experiments.exp8_quality`,
+docs/quality.md); ``REPORT.md`` judges claim 13 on it when ``OUT/quality`` exists.
 
 Each experiment writes ``OUT/EXP/results.json`` (every number, mean ± SE over repeats),
 ``OUT/EXP/table.md`` (the paper's table shape) and PNG figures; ``all`` runs every experiment
@@ -20,7 +23,7 @@ import click
 
 NAMES = ("timing", "invariance", "spectra", "tasks", "abundance", "sparsify", "compare")
 #: Experiments beyond the paper's, run by name only (not by ``all``).
-EXTRA = ("transformer",)
+EXTRA = ("transformer", "quality")
 
 
 @click.command("reproduce")
@@ -46,7 +49,12 @@ EXTRA = ("transformer",)
               help="With 'all': also write DOCS/REPORT.md and DOCS/figures/*.png.")
 def reproduce_cmd(experiment, scale, dataset, data_dir, out, device, repeats, seed, threads,
                   docs) -> None:
-    """Reproduce one experiment of arXiv 2602.23405 (or 'all' of them, plus REPORT.md)."""
+    """Reproduce one experiment of arXiv 2602.23405 (or 'all' of them, plus REPORT.md).
+
+    Beyond the paper, run by name only: 'transformer' (isotropic against standard transformers
+    on text) and 'quality' (isotropic and grouped MLPs against tuned tanh, ReLU and
+    GELU+LayerNorm MLPs; REPORT.md judges claim 13 on it when present).
+    """
     import torch
 
     from ..data import DataError

@@ -17,6 +17,7 @@ MODULES: dict[str, str] = {
     "sparsify": "exp5_sparsify",
     "compare": "exp6_compare",
     "transformer": "exp7_transformer",
+    "quality": "exp8_quality",
 }
 SCALES = ("quick", "paper", "tiny")
 

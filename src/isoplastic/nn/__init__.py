@@ -2,6 +2,7 @@
 
 from .baselines import ElementwiseCNN as ElementwiseCNN
 from .baselines import ElementwiseMLP as ElementwiseMLP
+from .baselines import GeluLayerNormMLP as GeluLayerNormMLP
 from .chain import AffineChain as AffineChain
 from .chain import PsiMode as PsiMode
 from .conv import IsotropicCNN as IsotropicCNN

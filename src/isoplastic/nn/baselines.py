@@ -5,7 +5,9 @@
 ``psi``. It declares no hidden spaces: element-wise activations commute only with permutations and
 sign flips, so rotations, diagonalisation, and growth or pruning through them are not exact, and
 it is not an :class:`~isoplastic.core.IsoplasticBlock`, so every structural operation refuses it with a
-:class:`~isoplastic.errors.TopologyError`.
+:class:`~isoplastic.errors.TopologyError`. ``GeluLayerNormMLP`` (``Linear → LayerNorm → GELU`` per
+hidden layer) is the strongest of the MLP baselines of the quality study (docs/quality.md) and
+has the same ``linears`` / ``activations`` / ``psi`` layout, plus ``norms``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,56 @@ class ElementwiseMLP(AffineStack):
 
     def config(self) -> dict:
         return {"widths": self.widths, "activation": self.activation_name}
+
+
+class GeluLayerNormMLP(AffineStack):
+    """``z_0 = W_0 x + b_0``, ``z_{k+1} = W_{k+1} GELU(LN_k(z_k)) + b_{k+1}``: ``Linear →
+    LayerNorm → GELU`` per hidden layer, then a linear read-out.
+
+    ``LN_k`` is :class:`torch.nn.LayerNorm` over hidden layer ``k`` (learned gain and shift,
+    ``ε = 1e-5``). The affine layers are drawn one after another, each as ``nn.Linear`` followed
+    by its initialisation (orthogonal weight, zero bias, ``generator`` or the global stream), so
+    under ``torch.manual_seed(s)`` the weights equal those of the ``nn.Sequential(Linear,
+    LayerNorm, GELU, ..., Linear)`` built and initialised in the same order. Not an isoplastic
+    block: structural operations refuse it.
+
+    Shapes:
+        input ``(batch, n_0)`` (or images that flatten to it); output ``(batch, n_L)``.
+
+    Example:
+        >>> import torch, isoplastic as ip
+        >>> base = ip.GeluLayerNormMLP([64, 32, 10])
+        >>> base(torch.randn(2, 64)).shape
+        torch.Size([2, 10])
+    """
+
+    kind = "gelu_layernorm"
+
+    def __init__(self, widths: Sequence[int], init: str = "orthogonal",
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        widths = _check_widths(widths)
+        self.linears = nn.ModuleList()
+        for a, b in zip(widths[:-1], widths[1:]):
+            lin = nn.Linear(a, b)
+            init_affine([lin], init, generator)
+            self.linears.append(lin)
+        self.norms = nn.ModuleList(nn.LayerNorm(n) for n in widths[1:-1])
+        self.activations = nn.ModuleList(nn.GELU() for _ in widths[1:-1])
+        self.psi = nn.ParameterList()
+        self.check_invariants()
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.linears[0](self._flatten(x))
+        for k, (norm, act) in enumerate(zip(self.norms, self.activations)):
+            z = self.linears[k + 1](act(norm(z)))
+        return z
+
+    def psi_penalty(self) -> Tensor:
+        return torch.zeros((), device=self.linears[0].weight.device)
+
+    def config(self) -> dict:
+        return {"widths": self.widths}
 
 
 class ElementwiseCNN(nn.Module):

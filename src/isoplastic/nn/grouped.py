@@ -39,10 +39,11 @@ plain MLP with grouped activations, at ``d (n_{l+1} + n_{l+2})`` weights per int
 
 Forward: the group tensors are concatenated once per call (``torch.cat``), so a layer costs two
 matrix products, one segment sum of ``z²`` and one gain evaluation for all groups, not ``G``
-separate branch calls (measured in scripts/grouped_study.py). The fused path covers the tanh
-profile with the exact series (the default); other settings, and ``fused=False``, run the
-branches one by one, which is the definition above. The fused gains do not take the scaled-radius
-route of :class:`~isoplastic.IsotropicActivation` for ``‖z_g‖²`` beyond the dtype's range.
+separate branch calls (measured by the step-time bench of ``isoplastic reproduce quality``). The
+fused path covers the tanh profile with the exact series (the default); other settings, and
+``fused=False``, run the branches one by one, which is the definition above. The fused gains do
+not take the scaled-radius route of :class:`~isoplastic.IsotropicActivation` for ``‖z_g‖²``
+beyond the dtype's range.
 """
 
 from __future__ import annotations
