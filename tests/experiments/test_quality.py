@@ -42,7 +42,8 @@ def test_tiny_scale_runs_end_to_end_and_writes_every_part(tiny):
     cfg = res["config"]
     on_disk = json.loads((d / "results.json").read_text())
     assert on_disk == res and res["experiment"] == "quality"
-    assert set(res) >= {"config", "data", "sweep", "comparison", "adaptive", "bench", "figures"}
+    assert set(res) >= {"config", "data", "sweep", "comparison", "width", "adaptive", "bench",
+                        "figures"}
     assert set(res["sweep"]) == {f"{m}@{k}" for m in cfg["models"] for k in cfg["depths"]}
     for key, c in res["sweep"].items():
         assert c["lr"] == choose_lr({float(r): v for r, v in c["val_pct_by_lr"].items()}), key
@@ -74,7 +75,13 @@ def test_tiny_scale_runs_end_to_end_and_writes_every_part(tiny):
     table = (d / "table.md").read_text()
     for name in cfg["models"]:
         assert f"| {name} |" in table
-    assert res["figures"] == ["group_size.png", "depth.png"]
+    w = res["width"]  # one hidden layer per extra width, each model at its depth-1 rate
+    assert set(w) == {f"{m}@w{k}" for m in cfg["width_models"] for k in cfg["width_sweep"]}
+    for c in w.values():
+        assert c["lr"] == res["sweep"][f"{c['model']}@1"]["lr"]
+        assert c["widths"] == [64, c["width"], 10] and c["test_pct"]["n"] == cfg["repeats"]
+    assert "| model | width 4 | width 8 |" in table
+    assert res["figures"] == ["group_size.png", "depth.png", "width.png"]
     for fig in res["figures"]:
         assert (d / fig).stat().st_size > 1000
 
@@ -150,6 +157,12 @@ def test_unknown_models_and_bad_group_sizes_are_named():
         build("gs-3", [4, 8, 2])
     with pytest.raises(ValueError, match="cannot change its width"):
         run_experiment("quality", "unused", "tiny", adapt_model="tanh")
+    with pytest.raises(ValueError, match="include depth 1"):  # before any data or training
+        run_experiment("quality", "unused", "tiny", depths=[2])
+    with pytest.raises(ValueError, match=r"width models \['relu'\] in models"):
+        run_experiment("quality", "unused", "tiny", width_models=["relu"])
+    with pytest.raises(ValueError, match="multiples of the group size 4"):
+        run_experiment("quality", "unused", "tiny", width_sweep=[6])
 
 
 def test_presets_and_overrides():

@@ -24,6 +24,10 @@ validation accuracy at its chosen rate (ties to the shallower); ``comparison`` s
 isotropic MLPs' best against each element-wise baseline's best, difference of means ± the
 root-sum-square of the two standard errors.
 
+Width sweep (:func:`width_sweep`): one hidden layer of every width in ``width_sweep``, each model
+of ``width_models`` at the rate the sweep chose for it at depth 1, the same seeds; with the
+sweep's own depth-1 cell at ``width`` it gives accuracy against width.
+
 Adaptive comparison (:func:`adaptive`): ``adapt_model`` at hidden widths ``adapt_hidden`` with
 ``neuroadapt(scaffold, threshold)`` at every epoch end against its fixed-width control, same
 seeds and batches (paired difference). Bench (:func:`bench`): median training-step time of the
@@ -31,8 +35,9 @@ isotropic MLP, tanh and grouped networks at ``[n_0, width × max(depths), n_L]``
 repeats, ratios within one run.
 
 Writes ``results.json`` (every number), ``table.md``, ``group_size.png`` (accuracy against group
-size) and ``depth.png`` (accuracy against depth). With ``bench_only`` only the step-time bench
-runs: ``run_experiment("quality", OUT, "paper", data_dir=DIR, bench_only=True, depths=[2])``.
+size), ``depth.png`` (accuracy against depth) and ``width.png`` (accuracy against width). With
+``bench_only`` only the step-time bench runs: ``run_experiment("quality", OUT, "paper",
+data_dir=DIR, bench_only=True, depths=[2])``.
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ class Config(ExperimentConfig):
     seed: int = 0
     n_train: int | None = None  # the first n of the shuffled training set (validation included)
     foreach: bool = True  # AdamW's foreach kernels (False: its per-tensor loop)
+    width_sweep: list[int] = field(default_factory=lambda: [32, 64, 256])  # besides `width`
+    width_models: list[str] | None = field(  # None: every model of `models`
+        default_factory=lambda: ["gs-16", "isotropic", "tanh", "gelu-ln"])
     adaptive: bool = True
     adapt_model: str = "gs-16"
     adapt_hidden: list[int] | None = None  # hidden widths; None: one layer of `width`
@@ -99,14 +107,16 @@ class Config(ExperimentConfig):
     def paper(cls) -> Config:  # no paper counterpart: Fashion-MNIST (--data-dir), deeper
         return cls(dataset="fashion-mnist", width=256, epochs=3, depths=[1, 2, 4, 8],
                    models=["gs-8", "gs-16", "gs-all", "isotropic", "tanh", "relu", "gelu-ln"],
-                   lrs=[1e-3, 3e-3], adapt_model="isotropic", adapt_hidden=[500, 500],
-                   adapt_epochs=10)
+                   lrs=[1e-3, 3e-3], width_sweep=[64, 128, 512],
+                   width_models=["gs-16", "isotropic", "tanh", "gelu-ln"],
+                   adapt_model="isotropic", adapt_hidden=[500, 500], adapt_epochs=10)
 
     @classmethod
     def tiny(cls) -> Config:
         return cls(width=8, epochs=2, depths=[1, 2], models=["gs-4", "gs-all", "isotropic",
                                                              "tanh", "gelu-ln"],
-                   lrs=[1e-3, 3e-3], repeats=2, n_train=500, adapt_model="gs-4",
+                   lrs=[1e-3, 3e-3], repeats=2, n_train=500, width_sweep=[4],
+                   width_models=["gs-4", "tanh"], adapt_model="gs-4",
                    adapt_epochs=2, bench_repeats=1)
 
 
@@ -261,6 +271,28 @@ def sweep(config: Config, data: dict, n_in: int, n_out: int, device: torch.devic
     return res
 
 
+def width_sweep(config: Config, data: dict, n_in: int, n_out: int, sweep_res: dict,
+                device: torch.device) -> dict:
+    """Every ``(width, model)`` cell of one hidden layer of ``width`` in ``config.width_sweep``:
+    the model at the rate the sweep chose for it at depth 1 (each run built right after
+    ``torch.manual_seed(seed)``), seeds ``seed … seed + repeats − 1``."""
+    res: dict = {}
+    models = config.width_models or config.models
+    jobs = [(w, m) for w in config.width_sweep for m in models]
+    for width, name in progress(jobs, "quality widths"):
+        lr = sweep_res[f"{name}@1"]["lr"]
+        widths = [n_in, width, n_out]
+        runs = []
+        for seed in range(config.seed, config.seed + config.repeats):
+            torch.manual_seed(seed)
+            runs.append(train(build(name, widths).to(device), data, config.epochs, lr, seed,
+                              foreach=config.foreach))
+        res[f"{name}@w{width}"] = {"model": name, "width": width, "widths": widths, "lr": lr,
+                                   "test_pct": mean_se(r["test"] for r in runs),
+                                   "val_pct": mean_se(r["val"] for r in runs)}
+    return res
+
+
 def comparison(sweep_res: dict) -> dict:
     """Each model's best cell, and every isotropic MLP's best minus every baseline's best (pp;
     SE: root-sum-square of the two standard errors, the runs being different networks)."""
@@ -373,6 +405,15 @@ def run(config: Config, out_dir: str | Path) -> dict:
     device = resolve_device(config.device)
     for name in config.models:  # a bad name or group size fails before any training
         build(name, [2, config.width, 2])
+    if config.width_sweep and not config.bench_only:
+        missing = [m for m in config.width_models or [] if m not in config.models]
+        if missing or 1 not in config.depths:
+            raise ValueError(f"width_sweep trains each model at the rate the sweep chose for it "
+                             f"at depth 1: include depth 1 in depths={config.depths} and the "
+                             f"width models {missing} in models")
+        for name in config.width_models or config.models:
+            for w in config.width_sweep:
+                build(name, [2, w, 2])
     if config.adaptive and not config.bench_only:
         if config.adapt_model in BASELINES:
             raise ValueError(f"adapt_model={config.adapt_model!r} cannot change its width (an "
@@ -386,6 +427,8 @@ def run(config: Config, out_dir: str | Path) -> dict:
     if not config.bench_only:
         results["sweep"] = sweep(config, data, n_in, n_out, device)
         results["comparison"] = comparison(results["sweep"])
+        if config.width_sweep:
+            results["width"] = width_sweep(config, data, n_in, n_out, results["sweep"], device)
         if config.adaptive:
             results["adaptive"] = adaptive(config, data, n_in, n_out, results["sweep"], device)
         results["figures"] = _plot(results, config, out_dir)
@@ -420,6 +463,15 @@ def _table(results: dict, config: Config) -> str:
         if cmp["difference_pp"]:
             parts.append("Isotropic − element-wise, best against best (pp): " + ", ".join(
                 f"{k} {_pm(v)}" for k, v in cmp["difference_pp"].items()))
+    if results.get("width"):
+        cells = {**results["width"], **{f"{m}@w{config.width}": res[f"{m}@1"] for m in
+                    config.width_models or config.models}}
+        widths = sorted({*config.width_sweep, config.width})
+        parts.append(f"One hidden layer of each width, every model at its depth-1 rate; test "
+                     f"accuracy % mean ± SE over {config.repeats} seeds")
+        parts.append(md_table(["model", *(f"width {w}" for w in widths)], [
+            [m, *(fmt_ms(cells[f"{m}@w{w}"]["test_pct"]) for w in widths)]
+            for m in config.width_models or config.models]))
     if "adaptive" in results:
         a = results["adaptive"]
         parts.append(f"Adaptive {a['model']} {a['architecture']} (neuroadapt S={a['scaffold']}, "
@@ -477,4 +529,21 @@ def _plot(results: dict, config: Config, out_dir: Path) -> list[str]:
     fig.savefig(out_dir / "depth.png", dpi=110)
     plt.close(fig)
     figures.append("depth.png")
+    if results.get("width"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in config.width_models or config.models:
+            cells = [res[f"{m}@1"] | {"width": config.width},
+                     *(c for c in results["width"].values() if c["model"] == m)]
+            cells.sort(key=lambda c: c["width"])
+            ax.errorbar([c["width"] for c in cells], [c["test_pct"]["mean"] for c in cells],
+                        yerr=[c["test_pct"]["se"] for c in cells], marker="o", capsize=3,
+                        label=m)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="hidden width (one hidden layer)", ylabel="test accuracy (%)",
+               title=f"{config.dataset}, {config.epochs} epochs")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out_dir / "width.png", dpi=110)
+        plt.close(fig)
+        figures.append("width.png")
     return figures
