@@ -1,0 +1,158 @@
+"""Where the last percentage point goes: activation and normaliser ablations at one hidden layer.
+
+Question (docs/quality.md, "Why grouping stops at tanh"): the grouped isotropic MLP reaches
+element-wise tanh but stays below GELU + LayerNorm. Is the difference the normaliser, the radial
+profile, or the shape of the activation? Every isotropic activation is odd (``φ(−z) = −φ(z)``,
+from ``Q = −I`` in its symmetry group), so this script trains, at ``[n_0, width, n_L]``, with the
+quality experiment's protocol (:mod:`isoplastic.experiments.exp8_quality`: AdamW, batch 48,
+standardised inputs, the rate chosen on validation with the first seed, more seeds at it):
+
+* element-wise ``tanh`` and ``gelu``, each alone, after ``LayerNorm`` (``-ln``) and after an
+  RMS normaliser ``z ↦ √n z / ‖z‖`` (``-rms``: no centring, so it commutes with every rotation);
+* grouped isotropic layers ``gS-PROFILE`` with groups of ``S`` neurons: ``φ(z_h) = s(‖z_h‖)
+  z_h / ‖z_h‖`` per group, radial profile ``s`` one of ``tanh`` (the library's),
+  ``tanh2`` (``2 tanh(r/2)``, a radial length scale of 2), ``shrink`` (``max(r − 1, 0)``, the
+  group soft-threshold), ``softplus`` (``softplus(r − 1) − softplus(−1)``), ``swish``
+  (``r σ(r − 1)``) and ``log1p``; ``-rms`` adds the RMS normaliser before it.
+
+These are plain depth-1 modules (no ψ, no intrinsic length), the function class of a grouped
+layer at depth 1; they probe the activation, not the library's models.
+
+Usage::
+
+    python scripts/activation_study.py --dataset fashion-mnist --data-dir DIR --out OUT
+    python scripts/activation_study.py --models tanh,g8-tanh --quick --out OUT   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from isoplastic.experiments.common import fmt_ms, md_table, mean_se
+from isoplastic.experiments.exp8_quality import choose_lr, prepare, train
+
+PROFILES = {
+    "tanh": torch.tanh,
+    "tanh2": lambda r: 2 * torch.tanh(r / 2),
+    "shrink": lambda r: F.relu(r - 1),
+    "softplus": lambda r: F.softplus(r - 1) - F.softplus(torch.tensor(-1.0)),
+    "swish": lambda r: r * torch.sigmoid(r - 1),
+    "log1p": torch.log1p,
+}
+ELEMENTWISE = {"tanh": torch.tanh, "gelu": F.gelu}
+DEFAULT_MODELS = ("tanh,tanh-ln,tanh-rms,gelu,gelu-ln,gelu-rms,g8-tanh,g8-tanh-rms,g8-tanh2,"
+                  "g8-shrink,g8-softplus,g8-swish,g8-log1p,g1-shrink,g1-softplus")
+
+
+def rms_normalise(z: Tensor) -> Tensor:
+    """``√n z / ‖z‖`` per sample (``z``: ``(batch, n)``): rotation-equivariant, no centring."""
+    return z * z.shape[1] ** 0.5 / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class OneLayer(nn.Module):
+    """``x ↦ W_2 φ(N(W_1 x + b_1)) + b_2`` with orthogonal ``W``, zero biases; ``N`` is the
+    identity, ``LayerNorm`` (``norm="ln"``) or :func:`rms_normalise` (``norm="rms"``); ``φ`` is
+    element-wise (``group=None``) or isotropic on groups of ``group`` neurons with ``profile``."""
+
+    def __init__(self, widths: list[int], act: str, group: int | None, norm: str | None) -> None:
+        super().__init__()
+        n_in, n, n_out = widths
+        self.widths = list(widths)  # read by the quality experiment's train()
+        self.first, self.last = nn.Linear(n_in, n), nn.Linear(n, n_out)
+        for lin in (self.first, self.last):
+            nn.init.orthogonal_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        self.ln = nn.LayerNorm(n) if norm == "ln" else None
+        self.act, self.group, self.norm = act, group, norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.first(x)  # (batch, n)
+        if self.ln is not None:
+            z = self.ln(z)
+        elif self.norm == "rms":
+            z = rms_normalise(z)
+        if self.group is None:
+            h = ELEMENTWISE[self.act](z)
+        else:
+            zg = z.view(z.shape[0], -1, self.group)  # (batch, n / S, S)
+            r = zg.norm(dim=2, keepdim=True).clamp_min(1e-12)
+            h = (PROFILES[self.act](r) / r * zg).reshape(z.shape)
+        return self.last(h)
+
+
+def build(name: str, widths: list[int]) -> OneLayer:
+    """``tanh``, ``gelu-ln``, ``g8-tanh2-rms``, ...: see the module docstring."""
+    parts = name.split("-")
+    norm = parts.pop() if parts[-1] in ("ln", "rms") else None
+    if parts[0] in ELEMENTWISE and len(parts) == 1:
+        return OneLayer(widths, parts[0], None, norm)
+    if (len(parts) == 2 and parts[0][:1] == "g" and parts[0][1:].isdigit()
+            and parts[1] in PROFILES and widths[1] % int(parts[0][1:]) == 0):
+        return OneLayer(widths, parts[1], int(parts[0][1:]), norm)
+    raise SystemExit(f"model {name!r}: write tanh or gelu, or gS-PROFILE with S dividing the "
+                     f"width {widths[1]} and PROFILE one of {', '.join(PROFILES)}; optionally "
+                     "-ln or -rms")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default=DEFAULT_MODELS)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lrs", default="1e-3,3e-3")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="digits, 500 samples, width 16, 2 epochs")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    n_train = None
+    if args.quick:
+        args.dataset, n_train, args.width, args.epochs, args.seeds = "digits", 500, 16, 2, 2
+    lrs = [float(v) for v in args.lrs.split(",")]
+    models = args.models.split(",")
+    data, info = prepare(args.dataset, args.data_dir, n_train, torch.device("cpu"))
+    widths = [info["n_features"], args.width, info["n_classes"]]
+    for name in models:  # bad names fail before any training
+        build(name, widths)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"config": {**vars(args), "lrs": lrs, "models": models}, "data": info,
+                     "models": {}}
+    for name in models:
+        t0 = time.perf_counter()
+        by_lr = {}
+        for lr in lrs:
+            torch.manual_seed(0)
+            by_lr[lr] = train(build(name, widths), data, args.epochs, lr, 0)
+        lr = choose_lr({r: by_lr[r]["val"] for r in lrs})
+        runs = [by_lr[lr]]
+        for seed in range(1, args.seeds):
+            torch.manual_seed(seed)
+            runs.append(train(build(name, widths), data, args.epochs, lr, seed))
+        cell = {"lr": lr, "test_pct": mean_se(r["test"] for r in runs),
+                "val_pct_by_lr": {str(r): by_lr[r]["val"] for r in lrs},
+                "seconds": time.perf_counter() - t0}
+        results["models"][name] = cell
+        print(f"{name:14s} lr {lr:g}  test {fmt_ms(cell['test_pct'])}  "
+              f"({cell['seconds']:.0f} s)", flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    table = md_table(["model", "test accuracy (%)", "chosen lr"],
+                     [[m, fmt_ms(c["test_pct"]), f"{c['lr']:g}"]
+                      for m, c in results["models"].items()])
+    (out / "table.md").write_text(
+        f"{info['dataset']}, one hidden layer of {args.width}, {args.epochs} epochs, rate from "
+        f"{lrs} on validation, {args.seeds} seeds\n\n{table}\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
