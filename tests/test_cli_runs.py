@@ -445,3 +445,14 @@ def test_load_a_run_trained_on_data_given_as_is(tmp_path):
     assert model.mean is None and model.input_shape == (5,)
     with torch.no_grad():
         assert torch.equal(model(x[60:]), model.net(x[60:]))
+
+
+def test_train_on_the_embedded_mnist_5k(tmp_path):
+    out = tmp_path / "mnist5k"
+    result = _train("--dataset", "mnist-5k", "--widths", "16", "--epochs", "1", "--n-train", "300",
+                    "--n-test", "100", "--no-progress", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["dataset"], config["n_train"], config["n_test"]) == ("mnist-5k", 300, 100)
+    assert len(_jsonl(out / "metrics.jsonl")) == 1
+    assert ip.load(out).input_shape == (1, 28, 28)  # raw 28x28 images in, as for MNIST

