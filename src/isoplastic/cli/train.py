@@ -190,9 +190,11 @@ def resume_command(ctx: click.Context, run_dir: str | Path, epochs: int) -> str:
 
 @click.command("train")
 @click.option("--dataset", default=None,
-              help="Data set name (digits, mnist, fashion-mnist, emnist-letters, emnist-aj, "
-                   "cifar10, cifar100) or a .npz file with arrays x (N, ...) and integer labels "
-                   "y (N,), optionally x_test and y_test (else a seeded stratified 80/20 split). "
+              help="Data set name (digits, mnist-5k, mnist, fashion-mnist, emnist-letters, "
+                   "emnist-aj, cifar10, cifar100; digits and mnist-5k ship with the cli and "
+                   "mnist5k extras, the others read downloaded files, --data-dir) or a .npz "
+                   "file with arrays x (N, ...) and integer labels y (N,), optionally x_test "
+                   "and y_test (else a seeded stratified 80/20 split). "
                    "Inputs are standardised with the training split's statistics, which are "
                    "saved with the model (isoplastic.load applies them). With --model "
                    "transformer: 'stdlib' (built-in text from Python's standard library) or a "
