@@ -176,6 +176,8 @@ def test_presets_and_overrides():
     fm = resolved(get_config("quality", "quick", dataset="fashion-mnist", repeats=5, seed=2,
                              datasets=["fashion-mnist"]))
     assert (fm.width, fm.epochs, fm.repeats, fm.seed) == (256, 3, 5, 2)
+    small = resolved(get_config("quality", "quick", dataset="mnist-5k"))
+    assert (small.width, small.epochs) == (128, 30)
     assert "quality" in EXTRA and "quality" not in NAMES
 
 
