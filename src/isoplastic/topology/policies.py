@@ -227,14 +227,17 @@ def _scaffold_count(net: IsoplasticBlock, k: int, threshold: float) -> tuple[int
 def _removal(net: IsoplasticBlock, k: int, n: int, optimizer: torch.optim.Optimizer | None
              ) -> StructuralChange:
     """Neurodegeneration of layer ``k``, reusing what its count computed: the Gram matrix
-    ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` for the bound."""
+    ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` (plus its error bound)
+    for the bound."""
     gram = next_norm = None
     if FAST_COUNT:
         mine = _spectra.tracked(net).get(k)
         gram = mine.gram if mine is not None else None  # formed by this visit's count only
         nxt = _spectra.exact_anchor(net, k + 1) if k + 1 < net.n_hidden else None
         if nxt is not None:
-            next_norm = nxt.sigma_max  # ‖W_{k+1}‖₂: rotating or dropping columns never raises it
+            # ≥ ‖W_{k+1}‖₂ (the spectrum's error bound added); rotating or dropping columns
+            # never raises it
+            next_norm = nxt.sigma_max + nxt.error
     return remove_weakest(net, k, n, optimizer, gram=gram, next_norm=next_norm)
 
 

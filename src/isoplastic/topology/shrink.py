@@ -40,7 +40,7 @@ from ..core import optim_state as ostate
 from ..core.change import Change, integer_positions, operation, positive_int
 from ..core.model import resolve
 from ..errors import TopologyError
-from ..linalg import decomposable, left_singular_basis
+from ..linalg import decomposable, left_singular_basis, spectral_norm_bound
 from ..ops.diagonalise import neuron_strengths
 from .record import StructuralChange
 
@@ -165,8 +165,8 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
         gram: ``W_k W_kᵀ`` in float64 (``(n_k, n_k)``) of the current incoming matrix, for
             float32 and narrower weights: the basis is then its eigenvectors, as in
             :func:`~isoplastic.linalg.left_singular_basis`, without forming it again.
-        next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: computed
-            by an SVD of ``W_{k+1}``).
+        next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: the
+            certified :func:`~isoplastic.linalg.spectral_norm_bound`, no SVD).
         indices: remove these positions of the current basis instead of the ``n`` weakest
             directions (``n`` is then ignored); the strengths are then the incoming rows' norms
             and nothing is rotated.
@@ -226,9 +226,9 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
 
     act = layer.activation
     if next_norm is None:
-        next_norm = float(torch.linalg.matrix_norm(decomposable(outgoing), ord=2))
+        next_norm = spectral_norm_bound(outgoing)
     w64 = w_star.to(torch.float64)
-    factor = float(torch.linalg.matrix_norm(w64, ord=2)) + next_norm  # ‖W_D‖ + ‖W_{k+1}‖
+    factor = spectral_norm_bound(w64) + next_norm  # ≥ ‖W_D‖₂ + ‖W_{k+1}‖₂
     bound = float(removed_s.sum()) * factor
     # Input-independent part: the removed ψ entries enter as ψ*·g_{k-1} with g ≤ 1; a bias not
     # folded into o shifts the norm by at most ‖b*‖ (φ is 1-Lipschitz); without ψ vectors the
