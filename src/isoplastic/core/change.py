@@ -447,7 +447,7 @@ class Change:
             if err > tol:
                 raise TopologyError(
                     f"{where}: R is not orthogonal (max |RᵀR − I| = {err:.3g} > {tol:.3g} for "
-                    f"{r.dtype}); build one with isoplastic.random_orthogonal or torch.linalg.qr"
+                    f"{r.dtype}); build one with {rot.how_to_build}"
                 )
         self.steps.append(_Rotate(space, rot))
         return self

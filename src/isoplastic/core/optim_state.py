@@ -154,6 +154,8 @@ class OrthogonalMap(CoordinateMap):
     validation and references)."""
 
     n: int
+    #: Where to get a valid map (named when a map is refused as not orthogonal).
+    how_to_build: str
 
     def dense(self) -> Tensor:
         raise NotImplementedError
@@ -170,6 +172,8 @@ class OrthogonalMap(CoordinateMap):
 class Rotation(OrthogonalMap):
     """New coordinates ``c' = Rᵀ c``: every attached axis is contracted with the dense ``R``
     (``O(n²)`` per slice of the axis)."""
+
+    how_to_build = "isoplastic.random_orthogonal or torch.linalg.qr"
 
     def __init__(self, r: Tensor) -> None:
         self.r = r
@@ -217,6 +221,8 @@ class Reflectors(OrthogonalMap):
     than the dense one, and the dense ``H`` (or ``H∘H``) is contracted instead. Built by
     :meth:`spanning`; ``V`` and ``T`` are kept in float64 and cast to each tensor's dtype.
     """
+
+    how_to_build = "Reflectors.spanning"
 
     def __init__(self, v: Tensor, t: Tensor) -> None:
         self.v, self.t = v, t
