@@ -120,8 +120,6 @@ def test_growth_gives_newborn_state_and_keeps_step_and_live_params(psi, newborn)
 
 
 def test_shrink_drops_removed_state_after_rotation():
-    """The full route (``diagonalise=True``): the state rotated by ``U``, the last coordinates
-    dropped (the default route, by reflectors: tests/topology/test_partial_removal.py)."""
     net = random_isotropic_mlp([6, 5, 4, 3], "trainable", "trainable", seed=5)
     x = probe(net)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -130,7 +128,7 @@ def test_shrink_drops_removed_state_after_rotation():
     u, _, _ = ip.ordered_svd(net.linears[k].weight.detach())
     before = {p: {key: v.clone() for key, v in opt.state[p].items()} for p in opt.state}
     pairs = space_params(net, k)
-    ip.neurodegeneration(net, k, 2, opt, diagonalise=True)
+    ip.neurodegeneration(net, k, 2, opt)
     for p, dim in pairs:
         exp_avg = transport_rotation(before[p]["exp_avg"], dim, u).narrow(dim, 0, 2)
         exp_avg_sq = transport_rotation(before[p]["exp_avg_sq"], dim, u, True).narrow(dim, 0, 2)

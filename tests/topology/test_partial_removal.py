@@ -1,5 +1,5 @@
-"""Neurodegeneration by Householder reflectors (the default) against the full rotation into the
-left singular basis (``diagonalise=True``): the same function, removed singular values, biases
+"""Neurodegeneration by Householder reflectors (``diagonalise=False``) against the full rotation
+into the left singular basis (the default): the same function, removed singular values, biases
 and bound; the optimizer state transported exactly as the dense rotation by the same reflectors
 would; the reflectors' first and second transports equal the dense ``H`` and ``H∘H`` products
 (Kronecker reference); a failure in the middle leaves model and optimizer bit-identical."""
@@ -140,8 +140,8 @@ def test_reflectors_and_full_rotation_give_the_same_removal(case, seed):
     x = probe(net)
     with torch.no_grad():
         before = net(x)
-    a = ip.neurodegeneration(net, k, n, opt, criterion=criterion)
-    b = ip.neurodegeneration(full, k, n, opt_full, criterion=criterion, diagonalise=True)
+    a = ip.neurodegeneration(net, k, n, opt, criterion=criterion, diagonalise=False)
+    b = ip.neurodegeneration(full, k, n, opt_full, criterion=criterion)
     assert a.removed_singular_values == b.removed_singular_values  # the same decomposition
     assert a.removed_bias == pytest.approx(b.removed_bias, rel=1e-12, abs=1e-14)
     assert a.predicted_bound == pytest.approx(b.predicted_bound, rel=1e-10, abs=1e-14)
@@ -180,7 +180,7 @@ def test_optimizer_state_is_the_dense_rotation_by_the_same_reflectors(case, seed
             expected[(id(p), key)] = moved.index_select(dim, torch.tensor(keep))
         expected[(id(p), "grad")] = transport_rotation(p.grad, dim, r).index_select(
             dim, torch.tensor(keep))
-    ip.neurodegeneration(net, k, n, opt)
+    ip.neurodegeneration(net, k, n, opt, diagonalise=False)
     for p, _ in axes:
         moved = {key: value for key, value in opt.state[p].items()
                  if ostate.STATE_KINDS[key] != ostate.KEEP}
@@ -209,7 +209,7 @@ def test_a_failure_while_applying_the_reflectors_leaves_model_and_optimizer_unto
 
     monkeypatch.setattr(ostate.Reflectors, "apply", failing)
     with pytest.raises(RuntimeError, match="injected"):
-        ip.neurodegeneration(net, 1, 2, opt)
+        ip.neurodegeneration(net, 1, 2, opt, diagonalise=False)
     assert_identical(snap, net, opt)
 
 
@@ -224,10 +224,33 @@ def test_float32_removal_by_reflectors_matches_the_full_rotation():
     x = probe(net).to(torch.float32)
     with torch.no_grad():
         before = net(x)
-    a = ip.neurodegeneration(net, 0, 4, opt)
-    b = ip.neurodegeneration(full, 0, 4, opt_full, diagonalise=True)
+    a = ip.neurodegeneration(net, 0, 4, opt, diagonalise=False)
+    b = ip.neurodegeneration(full, 0, 4, opt_full)
     assert a.removed_singular_values == b.removed_singular_values
     with torch.no_grad():
         assert relative_change(full(x), net(x)) <= 1e-5
         assert relative_change(before, net(x)) <= 1e-4
     assert a.predicted_bound == pytest.approx(b.predicted_bound, rel=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=seeds(), scaffold=st.integers(1, 2))
+def test_neuroadapt_by_reflectors_makes_the_same_changes_to_the_same_function(seed, scaffold):
+    """One neuroadapt pass (removals in several layers, float64, widths above the Gram route's
+    size) by reflectors and by the full rotation: the same changes, records and function."""
+    net = random_isotropic_mlp([70, 72, 66, 4], "trainable", "trainable", seed=seed)
+    with torch.no_grad():  # near-silent neurons: 4 in layer 0, 3 in layer 1
+        net.linears[0].weight[:4] *= 1e-3
+        net.linears[1].weight[-3:] *= 1e-3
+    opt = trained(net, seed)
+    full, opt_full = copy.deepcopy((net, opt))
+    x = probe(net)
+    ca = ip.neuroadapt(net, scaffold, 0.1, opt, diagonalise=False)
+    cb = ip.neuroadapt(full, scaffold, 0.1, opt_full)
+    assert [(c.op, c.layer, c.n) for c in ca] == [(c.op, c.layer, c.n) for c in cb]
+    assert any(c.op == "neurodegeneration" for c in ca)
+    for a, b in zip(ca, cb):
+        assert a.removed_singular_values == pytest.approx(b.removed_singular_values, abs=1e-12)
+        assert a.predicted_bound == pytest.approx(b.predicted_bound, rel=1e-9, abs=1e-14)
+    with torch.no_grad():
+        assert relative_change(full(x), net(x)) <= 1e-10

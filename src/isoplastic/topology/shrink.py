@@ -20,11 +20,12 @@ their own singular basis, so this equals ``n`` one-at-a-time removals (tested ag
 
 Only the span of the removed singular vectors ``U_D`` (``(n_k, n)``) matters: the compensations,
 the bound and the function after the removal are unchanged by any rotation inside ``span(U_D)``
-or inside its complement. So the layer is not rotated into the whole basis ``U`` (a dense
-``n_k × n_k`` product with every tensor on the layer and its optimizer state, ``O(n_k² m)``), but
-by ``n`` Householder reflectors that put ``span(U_D)`` on ``n`` coordinates (``O(n n_k m)``,
-:class:`~isoplastic.core.optim_state.Reflectors`); the kept neurons are then not diagonalised.
-``diagonalise=True`` keeps the full rotation (kept neurons in the singular basis, by σ).
+or inside its complement. So instead of rotating the layer into the whole basis ``U`` (a dense
+``n_k × n_k`` product with every tensor on the layer and its optimizer state, ``O(n_k² m)``; the
+default, ``diagonalise=True``), ``diagonalise=False`` applies ``n`` Householder reflectors that
+put ``span(U_D)`` on ``n`` coordinates (``O(n n_k m)``,
+:class:`~isoplastic.core.optim_state.Reflectors`); the kept neurons are then not diagonalised,
+which changes how an Adam-type optimizer trains them afterwards.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _compensation(drop: Tensor, mean_gain: float | None):
 @operation
 def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
                       optimizer: torch.optim.Optimizer | None = None, *,
-                      criterion: str = "singular_value", diagonalise: bool = False
+                      criterion: str = "singular_value", diagonalise: bool = True
                       ) -> StructuralChange:
     """Remove the ``n`` weakest neurons of hidden layer ``k``, compensating through ``o`` and ψ.
 
@@ -90,11 +91,13 @@ def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
         criterion: ``"singular_value"`` (the paper's: smallest ``σ_i``) or ``"impact"``
             (smallest ``σ_i · ‖w_i‖``, the singular value times the outgoing column's norm).
         diagonalise: leave the kept neurons in the left singular basis of ``W_k`` (ordered by
-            singular value), at the cost of a dense rotation of every tensor on the layer
-            (``O(n_k² m)``). By default only the removed directions are rotated out, by ``n``
-            Householder reflectors (``O(n n_k m)``): the kept neurons stay close to their
-            current basis (not diagonalised), and the function, the removed singular values and
-            biases and the bound are the same.
+            singular value; the paper's procedure, default), at the cost of a dense rotation of
+            every tensor on the layer and its optimizer state (``O(n_k² m)``). ``False`` rotates
+            only the removed directions out, by ``n`` Householder reflectors (``O(n n_k m)``):
+            the kept neurons stay close to their current basis (not diagonalised); the
+            function, the removed singular values and biases and the bound are the same. An
+            optimizer with per-coordinate state (Adam, RMSprop…) is not rotation-equivariant,
+            so training goes on differently from the two bases (SGD with momentum does not).
 
     Returns:
         a :class:`StructuralChange` with the removed singular values, biases and the bound.
@@ -146,7 +149,7 @@ def _pivots(q: Tensor) -> list[int]:
 def remove_weakest(net: nn.Module, k: int | str, n: int | None,
                    optimizer: torch.optim.Optimizer | None, *, criterion: str = "singular_value",
                    gram: Tensor | None = None, next_norm: float | None = None,
-                   indices: Sequence[int] | Tensor | None = None, diagonalise: bool = False
+                   indices: Sequence[int] | Tensor | None = None, diagonalise: bool = True
                    ) -> StructuralChange:
     r""":func:`neurodegeneration` for callers that already hold parts of the computation.
 
@@ -156,8 +159,8 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
     give the compensations and the bound, and one :class:`~isoplastic.core.Change` rotates,
     compensates and removes, all-or-nothing. The rotation puts ``span(U_D)`` on ``n``
     coordinates (:func:`_pivots` of ``U_D``) by ``n`` Householder reflectors
-    (:class:`~isoplastic.core.optim_state.Reflectors`), or, with ``diagonalise``, rotates by the
-    whole ``U`` and removes the last ``n`` coordinates. The compensations ``o += ‖U_Dᵀb‖²`` and
+    (:class:`~isoplastic.core.optim_state.Reflectors`), or, with ``diagonalise`` (default),
+    rotates by the whole ``U`` and removes the last ``n`` coordinates. The compensations ``o += ‖U_Dᵀb‖²`` and
     ``ψ_{k+1} += W_{k+1} U_D U_Dᵀ b`` and the function after the removal depend only on
     ``span(U_D)``, so both give the same result up to round-off.
 
