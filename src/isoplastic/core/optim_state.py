@@ -234,7 +234,7 @@ class Reflectors(OrthogonalMap):
         """Reflectors ``H`` whose columns at ``positions`` span the columns of ``q``.
 
         Args:
-            q: orthonormal columns, ``(n, k)``, ``k < n`` (computed in float64).
+            q: orthonormal columns, ``(n, k)``, ``k < n`` (the factorisation runs in float64).
             positions: ``k`` distinct coordinates, sorted.
 
         With ``P`` the permutation that lists ``positions`` first (then the others in order),
