@@ -103,13 +103,14 @@ def neurodegeneration_loop(p: Plain, k: int, n: int) -> Plain:
 def dense_rotation(shape: tuple[int, ...], dim: int, r: Tensor) -> Tensor:
     """The matrix ``M`` with ``vec(t') = M vec(t)`` (row-major vec) for the change of basis
     ``c' = Rᵀ c`` of axis ``dim`` of a tensor of ``shape`` (1-D or 2-D)."""
+    rt = r.T.contiguous()  # torch.kron refuses some transposed (non-contiguous) operands
     if len(shape) == 1:
-        return r.T.clone()
+        return rt
     a, c = shape
     if dim == 0:  # t' = Rᵀ t
-        return torch.kron(r.T, torch.eye(c, dtype=r.dtype))
+        return torch.kron(rt, torch.eye(c, dtype=r.dtype))
     # t' = t R: each row is mapped by Rᵀ
-    return torch.kron(torch.eye(a, dtype=r.dtype), r.T)
+    return torch.kron(torch.eye(a, dtype=r.dtype), rt)
 
 
 def transport_rotation(t: Tensor, dim: int, r: Tensor, second_moment: bool = False) -> Tensor:

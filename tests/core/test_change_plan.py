@@ -18,6 +18,7 @@ from reference import assert_identical, snapshot
 
 import isoplastic as ip
 from isoplastic.core import Change
+from isoplastic.core import optim_state as ostate
 from isoplastic.core.space import HiddenSpace
 from isoplastic.errors import NonFiniteError, TopologyError
 from isoplastic.linalg import ortho_tolerance
@@ -317,3 +318,49 @@ def test_a_change_that_leaves_any_touched_block_inconsistent_is_rolled_back_whol
             "linears[1] has weight (3, 3) and bias (5,), inconsistent with widths [4, 3, 3]")):
         change.apply()
     assert_identical(before, model)
+
+
+def _reflectors(n: int, k: int = 1) -> ostate.Reflectors:
+    q, _ = torch.linalg.qr(torch.randn(n, k, generator=torch.Generator().manual_seed(2), dtype=DT))
+    return ostate.Reflectors.spanning(q, list(range(k)))
+
+
+def test_bad_structured_rotations_are_refused_whole():
+    net = _net()
+    space = _space(net)
+    _refused(TopologyError, re.escape("demo: the Reflectors map has size 4; hidden layer 1 has 3 "
+                                      "coordinates, so build one of size 3"),
+             net, lambda: Change("demo").rotate(space, _reflectors(4)))
+    nan = _reflectors(3)
+    nan.v[1, 0] = math.nan
+    _refused(TopologyError, re.escape("demo: hidden layer 1: R holds NaN or Inf"),
+             net, lambda: Change("demo").rotate(space, nan))
+    skew = _reflectors(3)
+    skew = ostate.Reflectors(skew.v, 0.5 * skew.t)  # τ halved: not a reflection
+    _refused(TopologyError,
+             r"demo: hidden layer 1: R is not orthogonal \(max \|RᵀR − I\| = [0-9.e-]+ > "
+             r"[0-9.e-]+ for torch\.float64\); build one with Reflectors\.spanning",
+             net, lambda: Change("demo").rotate(space, skew))
+
+
+def test_a_structured_rotation_is_the_dense_one_for_model_optimizer_and_mirror():
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net(torch.randn(5, 4, dtype=DT)).square().sum().backward()
+    opt.step()
+    dense, opt_dense = copy.deepcopy((net, opt))
+    for p, q in zip(net.parameters(), dense.parameters(), strict=True):
+        q.grad = p.grad.clone()
+    twin = copy.deepcopy(net)
+    ip.mirror(net, twin)
+    h = _reflectors(3, 1)
+    change = Change("demo", opt).rotate(_space(net), h)
+    assert str(change).splitlines()[1] == ("  rotate hidden layer 1 by 1 Householder "
+                                           "reflector(s) (3, 3)")
+    change.apply()
+    Change("demo", opt_dense).rotate(_space(dense), h.dense()).apply()
+    for p, q, t in zip(net.parameters(), dense.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-15, rtol=1e-13) and torch.equal(p, t)
+        assert torch.allclose(p.grad, q.grad, atol=1e-15, rtol=1e-13)
+        for key, value in opt.state[p].items():
+            assert torch.allclose(value, opt_dense.state[q][key], atol=1e-15, rtol=1e-13), key

@@ -12,10 +12,10 @@ each with a trained optimizer and populated ``.grad``, inject
 (d) a bad index, count or name → :class:`~isoplastic.TopologyError` (an optimizer isoplastic
     cannot transport → :class:`~isoplastic.UnsupportedOptimizerError`);
 (e) a ``RuntimeError`` in the middle of the apply phase: raised right after the n-th call of
-    ``HiddenSpace.apply_map``, of a coordinate map (``Rotation/Insertion/Removal.apply``, also
-    used while planning a removal), of ``Change._run`` (one step: rotate, insert, remove,
-    assign, set the intrinsic length) or of a block's ``check_invariants`` (after the last
-    step of a change), for n = 2, 3 and the last call; for
+    ``HiddenSpace.apply_map``, of a coordinate map (``Rotation/Reflectors/Insertion/Removal
+    .apply``, ``Rotation`` also used while planning a removal), of ``Change._run`` (one step:
+    rotate, insert, remove, assign, set the intrinsic length) or of a block's
+    ``check_invariants`` (after the last step of a change), for n = 2, 3 and the last call; for
     :func:`~isoplastic.neuroadapt` also right after its second (and its last) change.
 
 After each: the right error, and parameters, gradients, buffers, optimizer state (same keys,
@@ -295,8 +295,8 @@ def test_bad_index_count_or_name(case, op):
 # -- (e) a failure in the middle of the apply phase ----------------------------------------------------
 TARGETS: dict[str, list[tuple[type, str]]] = {
     "apply_map": [(core_space.HiddenSpace, "apply_map")],
-    "coordinate_map": [(ostate.Rotation, "apply"), (ostate.Insertion, "apply"),
-                       (ostate.Removal, "apply")],
+    "coordinate_map": [(ostate.Rotation, "apply"), (ostate.Reflectors, "apply"),
+                       (ostate.Insertion, "apply"), (ostate.Removal, "apply")],
     "step": [(core_change.Change, "_run")],
     "invariants": [(AffineStack, "check_invariants"), (ip.IsotropicCNN, "check_invariants")],
     "change": [(core_change.Change, "apply")],  # whole changes: only inside a transaction

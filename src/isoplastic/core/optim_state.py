@@ -30,7 +30,7 @@ keys are scalars.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -133,6 +133,13 @@ def _along(t: Tensor, dim: int, mat: Tensor) -> Tensor:
     return res.to(out_dtype)
 
 
+def _scale(t: Tensor, dim: int, d: Tensor) -> Tensor:
+    """``t`` with every slice ``i`` of axis ``dim`` multiplied by ``d[i]``."""
+    shape = [1] * t.dim()
+    shape[dim % t.dim()] = d.shape[0]
+    return t * d.to(dtype=t.dtype, device=t.device).reshape(shape)
+
+
 class CoordinateMap:
     """A change of the coordinates of one hidden space (rotation, insertion or removal)."""
 
@@ -140,16 +147,168 @@ class CoordinateMap:
         raise NotImplementedError
 
 
-class Rotation(CoordinateMap):
-    """New coordinates ``c' = Rᵀ c``: every attached axis is contracted with ``R``."""
+class OrthogonalMap(CoordinateMap):
+    """A change of basis ``c' = Rᵀ c`` by an orthogonal ``R`` (``(n, n)``), in whatever form
+    the subclass holds it: every attached axis is contracted with ``R`` (first moments and
+    parameters), second moments with ``R∘R``. :meth:`dense` builds ``R`` itself (for
+    validation and references)."""
+
+    n: int
+    #: Where to get a valid map (named when a map is refused as not orthogonal).
+    how_to_build: str
+
+    def dense(self) -> Tensor:
+        raise NotImplementedError
+
+    def tensors(self) -> list[Tensor]:
+        """The tensors the map is made of (checked for finiteness before it is applied)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short description for :class:`~isoplastic.core.Change`'s listing."""
+        raise NotImplementedError
+
+
+class Rotation(OrthogonalMap):
+    """New coordinates ``c' = Rᵀ c``: every attached axis is contracted with the dense ``R``
+    (``O(n²)`` per slice of the axis)."""
+
+    how_to_build = "isoplastic.random_orthogonal or torch.linalg.qr"
 
     def __init__(self, r: Tensor) -> None:
         self.r = r
+        self.n = int(r.shape[0]) if r.dim() else 0
+
+    def dense(self) -> Tensor:
+        return self.r
+
+    def tensors(self) -> list[Tensor]:
+        return [self.r]
+
+    def describe(self) -> str:
+        return f"R{tuple(self.r.shape)}"
 
     def apply(self, t: Tensor, dim: int, kind: str, init: Tensor | None = None) -> Tensor:
         if kind == SECOND:
             return _along(t, dim, self.r * self.r)
         return _along(t, dim, self.r)
+
+
+class Reflectors(OrthogonalMap):
+    r"""The product of ``k`` Householder reflectors in compact WY form, ``H = I − V T Vᵀ``.
+
+    ``V`` is ``(n, k)``, ``T`` ``(k, k)`` upper triangular (LAPACK's ``larft``); with
+    ``M = T Vᵀ`` (``(k, n)``), ``H = I − V M``. Contracting an axis of length ``n`` (``m``
+    slices) costs ``O(k n m)`` instead of the dense ``O(n² m)``:
+
+    * first moments and parameters: ``t ×_d H = t − (t ×_d V) ×_d M``;
+    * second moments: ``(H∘H)_{ij} = (δ_{ij} − (VM)_{ij})²``, i.e.
+
+      .. math::
+          H∘H = I − 2\,\mathrm{diag}(g) + \sum_{a,b} (v_a∘v_b)(m_a∘m_b)^T
+              = \mathrm{diag}((1−g)^2) + \Big[\sum_{a,b} (v_a∘v_b)(m_a∘m_b)^T
+                − \mathrm{diag}(g^2)\Big],
+
+      with ``g = diag(VM)``, ``v_a`` the columns of ``V`` and ``m_a`` the rows of ``M``
+      (``k(k+1)/2`` distinct products, ``a ≤ b``; rank ``k(k+1)/2``, ``O(k² n m)``). For a
+      non-negative ``v`` the bracket is ``Σ_{j≠i} v_j (VM)_{ji}² ≥ 0``, so every entry of
+      ``v ×_d (H∘H)`` is at least its own term ``v_i (1 − g_i)²``: the computed result is raised
+      to that term where round-off in the low-rank sum took it lower, so it is never negative.
+      The low-rank sum carries absolute round-off (about ``eps`` times the largest ``v_j`` it
+      mixes in), where the dense product, a sum of non-negative terms, is accurate relatively.
+
+    When ``2 k ≥ n`` (first kind) or ``k(k+1) ≥ n`` (second kind) the low-rank form costs more
+    than the dense one, and the dense ``H`` (or ``H∘H``) is contracted instead. Built by
+    :meth:`spanning`; ``V`` and ``T`` are kept in float64 and cast to each tensor's dtype.
+    """
+
+    how_to_build = "Reflectors.spanning"
+
+    def __init__(self, v: Tensor, t: Tensor) -> None:
+        self.v, self.t = v, t
+        self.n = int(v.shape[0])
+        self.m = t @ v.mT  # (k, n)
+
+    @classmethod
+    def spanning(cls, q: Tensor, positions: Sequence[int]) -> Reflectors:
+        """Reflectors ``H`` whose columns at ``positions`` span the columns of ``q``.
+
+        Args:
+            q: orthonormal columns, ``(n, k)``, ``k < n`` (the factorisation runs in float64).
+            positions: ``k`` distinct coordinates, sorted.
+
+        With ``P`` the permutation that lists ``positions`` first (then the others in order),
+        ``P q = Q̂ R`` (Householder QR, ``Q̂ = I − V̂ T V̂ᵀ``) and ``H = Pᵀ Q̂ P``, so
+        ``H e_{positions[j]} = Pᵀ Q̂ e_j`` lies in ``span(q)``. Cost ``O(n k²)``.
+        """
+        n, k = q.shape
+        q = q.to(torch.float64)
+        pos = list(positions)
+        chosen = set(pos)
+        perm = torch.tensor(pos + [i for i in range(n) if i not in chosen], device=q.device)
+        a, tau = torch.geqrf(q[perm])
+        vh = a.tril(-1)
+        vh.diagonal().fill_(1.0)
+        t = torch.zeros(k, k, dtype=q.dtype, device=q.device)
+        for j in range(k):  # larft, forward and columnwise: T[:j, j] = −τ_j T[:j, :j] V̂ᵀ v̂_j
+            t[j, j] = tau[j]
+            if j:
+                t[:j, j] = -tau[j] * (t[:j, :j] @ (vh[:, :j].mT @ vh[:, j]))
+        v = torch.empty_like(vh)
+        v[perm] = vh
+        return cls(v, t)
+
+    def dense(self) -> Tensor:
+        return torch.eye(self.n, dtype=self.v.dtype, device=self.v.device) - self.v @ self.m
+
+    def tensors(self) -> list[Tensor]:
+        return [self.v, self.t]
+
+    def describe(self) -> str:
+        return f"{self.v.shape[1]} Householder reflector(s) ({self.n}, {self.n})"
+
+    def apply(self, t: Tensor, dim: int, kind: str, init: Tensor | None = None) -> Tensor:
+        k = self.v.shape[1]
+        rank = k * (k + 1) // 2 if kind == SECOND else k
+        if 2 * rank >= self.n:
+            h = self.dense()
+            return _along(t, dim, h * h if kind == SECOND else h)
+        out_dtype = t.dtype
+        if t.dtype in (torch.float16, torch.bfloat16):  # one rounding at the end, as _along
+            t = t.to(torch.float32)
+        if kind != SECOND:
+            return _low_rank(t, dim, self.v, self.m, t, alpha=-1.0).to(out_dtype)
+        rows, cols = torch.triu_indices(k, k, device=self.v.device)
+        twice = torch.where(rows == cols, 1.0, 2.0).to(self.v.dtype)
+        left = self.v[:, rows] * self.v[:, cols]  # (n, r): v_a∘v_b, a ≤ b
+        right = self.m[rows] * self.m[cols] * twice[:, None]  # (r, n): m_a∘m_b, ×2 off a = b
+        g = (self.v * self.m.mT).sum(1)  # (n,) diag(VM)
+        res = _low_rank(t, dim, left, right, _scale(t, dim, 1.0 - 2.0 * g))
+        # v'_i = v_i (1 − g_i)² + Σ_{j≠i} v_j (VM)_{ji}² ≥ v_i (1 − g_i)²: round-off in the sum
+        # of the others never takes an entry below its own term (nor below zero)
+        torch.maximum(res, _scale(t, dim, (1.0 - g) ** 2), out=res)
+        return res.to(out_dtype)
+
+
+def _low_rank(t: Tensor, dim: int, a: Tensor, b: Tensor, base: Tensor, alpha: float = 1.0
+              ) -> Tensor:
+    """``base + alpha (t ×_d a) ×_d b`` for ``a`` ``(n, r)`` and ``b`` ``(r, n)``, axis ``dim`` of
+    ``t`` of length ``n``; the sum is fused into the second matrix product. ``base`` has ``t``'s
+    shape and dtype; ``a`` and ``b`` are cast to ``t``'s dtype."""
+    a = a.to(dtype=t.dtype, device=t.device)
+    b = b.to(dtype=t.dtype, device=t.device)
+    dim = dim % t.dim()
+    n = t.shape[dim]
+    if dim == t.dim() - 1:
+        flat = t.reshape(-1, n)
+        out = torch.addmm(base.reshape(-1, n), flat @ a, b, alpha=alpha)
+        return out.reshape(t.shape)
+    if dim == 0:
+        flat = t.reshape(n, -1)
+        out = torch.addmm(base.reshape(n, -1), b.mT, a.mT @ flat, alpha=alpha)
+        return out.reshape(t.shape)
+    moved = _low_rank(t.movedim(dim, -1), -1, a, b, base.movedim(dim, -1), alpha)
+    return moved.movedim(-1, dim).contiguous()
 
 
 #: How new coordinates' second-moment state starts (see :class:`Insertion`).

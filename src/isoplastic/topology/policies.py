@@ -112,7 +112,7 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
                generator: torch.Generator | None = None, max_passes: int = 4,
                layers: Sequence[int | str] | None = None, guard: Guard | None = None,
                refused: list[StructuralChange] | None = None,
-               newborn: str = "zero") -> list[StructuralChange]:
+               newborn: str = "zero", diagonalise: bool = True) -> list[StructuralChange]:
     """Keep ``scaffold`` neurons with strength ``≤ threshold`` in every hidden layer.
 
     Args:
@@ -132,6 +132,12 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
         refused: if given, the changes refused by the guard are appended to it.
         newborn: second-moment optimizer state of new neurons (see
             :func:`~isoplastic.neurogenesis`).
+        diagonalise: removals leave the kept neurons in the left singular basis, the paper's
+            procedure (default); ``False`` rotates only the removed directions out, by
+            Householder reflectors, at a fraction of the cost. Each removal's decision, record
+            and function are the same either way, but the kept neurons' basis is not, and an
+            optimizer with per-coordinate state (Adam, RMSprop…) trains differently from there
+            (see :func:`~isoplastic.neurodegeneration`).
 
     Returns:
         the list of applied :class:`StructuralChange` records, in the order applied.
@@ -159,7 +165,7 @@ def neuroadapt(net: nn.Module, scaffold: int = 2, threshold: float = 0.1,
             ks = range(block.n_hidden) if chosen is None else chosen[id(block)]
             changes += _adapt_block(block, prefix, sorted(ks, reverse=True), scaffold,
                                     threshold, optimizer, init_scale, generator, max_passes,
-                                    guard, refused, newborn)
+                                    guard, refused, newborn, diagonalise)
     return changes
 
 
@@ -167,7 +173,7 @@ def _adapt_block(block: IsoplasticBlock, prefix: str, order: list[int], scaffold
                  threshold: float,
                  optimizer: torch.optim.Optimizer | None, init_scale: float,
                  generator: torch.Generator | None, max_passes: int, guard: Guard | None,
-                 refused: list[StructuralChange] | None, newborn: str
+                 refused: list[StructuralChange] | None, newborn: str, diagonalise: bool
                  ) -> list[StructuralChange]:
     """:func:`neuroadapt` on one block, visiting ``order`` (last layer first) until stable.
     Each change is named as :func:`~isoplastic.hidden_spaces` names it (``prefix``) before the
@@ -191,7 +197,7 @@ def _adapt_block(block: IsoplasticBlock, prefix: str, order: list[int], scaffold
                 n = min(c - scaffold, width - 1)
                 if n > 0:
                     def apply(k=k, n=n):
-                        return _removal(block, k, n, optimizer)
+                        return _removal(block, k, n, optimizer, diagonalise)
             change = None
             if apply is not None:
                 change = _guarded(guard, _named(apply, space_name(prefix, k)), refused)
@@ -224,18 +230,22 @@ def _scaffold_count(net: IsoplasticBlock, k: int, threshold: float) -> tuple[int
     return _spectra.tracked_count(net, k, threshold, track=TRACK)
 
 
-def _removal(net: IsoplasticBlock, k: int, n: int, optimizer: torch.optim.Optimizer | None
-             ) -> StructuralChange:
+def _removal(net: IsoplasticBlock, k: int, n: int, optimizer: torch.optim.Optimizer | None,
+             diagonalise: bool) -> StructuralChange:
     """Neurodegeneration of layer ``k``, reusing what its count computed: the Gram matrix
-    ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` for the bound."""
+    ``W_k W_kᵀ`` (the basis is its eigenvectors) and ``σ_max(W_{k+1})`` (plus its error bound)
+    for the bound."""
     gram = next_norm = None
     if FAST_COUNT:
         mine = _spectra.tracked(net).get(k)
         gram = mine.gram if mine is not None else None  # formed by this visit's count only
         nxt = _spectra.exact_anchor(net, k + 1) if k + 1 < net.n_hidden else None
         if nxt is not None:
-            next_norm = nxt.sigma_max  # ‖W_{k+1}‖₂: rotating or dropping columns never raises it
-    return remove_weakest(net, k, n, optimizer, gram=gram, next_norm=next_norm)
+            # ≥ ‖W_{k+1}‖₂ (the spectrum's error bound added); rotating or dropping columns
+            # never raises it
+            next_norm = nxt.sigma_max + nxt.error
+    return remove_weakest(net, k, n, optimizer, gram=gram, next_norm=next_norm,
+                          diagonalise=diagonalise)
 
 
 def _after_change(net: IsoplasticBlock, k: int, change: StructuralChange) -> None:
@@ -309,13 +319,15 @@ class ScaffoldPolicy(AbstractPolicy):
     guard: Guard | None = None
     refused: list[StructuralChange] = field(default_factory=list)
     newborn: str = "zero"
+    diagonalise: bool = True
 
     def __call__(self, net, optimizer, epoch):
         if (epoch + 1) % self.every:
             return []
         return neuroadapt(net, self.scaffold, self.threshold, optimizer,
                           init_scale=self.init_scale, generator=self.generator,
-                          guard=self.guard, refused=self.refused, newborn=self.newborn)
+                          guard=self.guard, refused=self.refused, newborn=self.newborn,
+                          diagonalise=self.diagonalise)
 
 
 @dataclass

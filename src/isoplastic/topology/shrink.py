@@ -17,6 +17,15 @@ intrinsic length, no ψ vectors): the record's ``predicted_bound`` and ``predict
 
 One SVD serves all ``n`` removals: deleting rows of ``Σ Vᵀ`` leaves the remaining rows in
 their own singular basis, so this equals ``n`` one-at-a-time removals (tested against that loop).
+
+Only the span of the removed singular vectors ``U_D`` (``(n_k, n)``) matters: the compensations,
+the bound and the function after the removal are unchanged by any rotation inside ``span(U_D)``
+or inside its complement. So instead of rotating the layer into the whole basis ``U`` (a dense
+``n_k × n_k`` product with every tensor on the layer and its optimizer state, ``O(n_k² m)``; the
+default, ``diagonalise=True``), ``diagonalise=False`` applies ``n`` Householder reflectors that
+put ``span(U_D)`` on ``n`` coordinates (``O(n n_k m)``,
+:class:`~isoplastic.core.optim_state.Reflectors`); the kept neurons are then not diagonalised,
+which changes how an Adam-type optimizer trains them afterwards.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from ..core import optim_state as ostate
 from ..core.change import Change, integer_positions, operation, positive_int
 from ..core.model import resolve
 from ..errors import TopologyError
-from ..linalg import decomposable, left_singular_basis
+from ..linalg import decomposable, left_singular_basis, spectral_norm_bound
 from ..ops.diagonalise import neuron_strengths
 from .record import StructuralChange
 
@@ -42,7 +51,9 @@ CRITERIA = ("singular_value", "impact")
 def _compensation(drop: Tensor, mean_gain: float | None):
     """The fold of a removal: ``o += Σ_{i∈D} b_i²`` and ``ψ_{k+1} += W_D b*`` (or, for ψ mode
     ``"expectation"``, ``b_{k+1} += ḡ W_D b*``), read from the layer's tensors when the step runs
-    (after the rotation into the singular basis), so a mirrored copy folds its own values.
+    (after the rotation that puts the removed directions on the coordinates ``drop``), so a
+    mirrored copy folds its own values. Both sums are invariant under rotations among the
+    removed coordinates.
     ``mean_gain`` stands in for a copy that has recorded none (an average model in eval mode)."""
 
     def compute(layer) -> list[tuple[object, object]]:
@@ -67,7 +78,8 @@ def _compensation(drop: Tensor, mean_gain: float | None):
 @operation
 def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
                       optimizer: torch.optim.Optimizer | None = None, *,
-                      criterion: str = "singular_value") -> StructuralChange:
+                      criterion: str = "singular_value", diagonalise: bool = True
+                      ) -> StructuralChange:
     """Remove the ``n`` weakest neurons of hidden layer ``k``, compensating through ``o`` and ψ.
 
     Args:
@@ -78,6 +90,14 @@ def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
         optimizer: transported; the removed coordinates' state is dropped.
         criterion: ``"singular_value"`` (the paper's: smallest ``σ_i``) or ``"impact"``
             (smallest ``σ_i · ‖w_i‖``, the singular value times the outgoing column's norm).
+        diagonalise: leave the kept neurons in the left singular basis of ``W_k`` (ordered by
+            singular value; the paper's procedure, default), at the cost of a dense rotation of
+            every tensor on the layer and its optimizer state (``O(n_k² m)``). ``False`` rotates
+            only the removed directions out, by ``n`` Householder reflectors (``O(n n_k m)``):
+            the kept neurons stay close to their current basis (not diagonalised); the
+            function, the removed singular values and biases and the bound are the same. An
+            optimizer with per-coordinate state (Adam, RMSprop…) is not rotation-equivariant,
+            so training goes on differently from the two bases (SGD with momentum does not).
 
     Returns:
         a :class:`StructuralChange` with the removed singular values, biases and the bound.
@@ -86,7 +106,7 @@ def neurodegeneration(net: nn.Module, k: int | str, n: int = 1,
         TopologyError: bad ``k`` or ``n`` (removing every neuron), unknown criterion, or
             ``psi="expectation"`` before any training forward pass recorded a mean gain.
     """
-    return remove_weakest(net, k, n, optimizer, criterion=criterion)
+    return remove_weakest(net, k, n, optimizer, criterion=criterion, diagonalise=diagonalise)
 
 
 @operation
@@ -105,7 +125,25 @@ def remove_neurons(net: nn.Module, k: int | str, indices: Sequence[int] | Tensor
         indices: distinct neuron positions, at least one neuron must remain.
         optimizer: transported; the removed coordinates' state is dropped.
     """
-    return remove_weakest(net, k, None, optimizer, indices=indices, diagonalise=False)
+    return remove_weakest(net, k, None, optimizer, indices=indices)
+
+
+def _pivots(q: Tensor) -> list[int]:
+    """The ``k`` coordinates where the orthonormal columns ``q`` (``(n, k)``) are largest:
+    QR with column pivoting of ``qᵀ`` (Gram-Schmidt on the rows of ``q``, always taking the row
+    of largest residual norm), sorted. Put on these coordinates, ``span(q)`` is reached by
+    reflectors that move the other coordinates least (``O(n k²)``)."""
+    r = q.to(torch.float64).clone()
+    chosen: list[int] = []
+    for _ in range(q.shape[1]):
+        norms = (r * r).sum(1)
+        if chosen:
+            norms[chosen] = -1.0
+        i = int(torch.argmax(norms))
+        chosen.append(i)
+        d = r[i] / norms[i].sqrt()
+        r -= (r @ d)[:, None] * d
+    return sorted(chosen)
 
 
 def remove_weakest(net: nn.Module, k: int | str, n: int | None,
@@ -113,21 +151,29 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
                    gram: Tensor | None = None, next_norm: float | None = None,
                    indices: Sequence[int] | Tensor | None = None, diagonalise: bool = True
                    ) -> StructuralChange:
-    """:func:`neurodegeneration` for callers that already hold parts of the computation.
+    r""":func:`neurodegeneration` for callers that already hold parts of the computation.
 
     The whole removal is planned from the current weights before anything is written: with
-    ``W_k = U Σ Vᵀ`` the rotated bias ``Uᵀb``, ψ entries ``Uᵀψ`` and outgoing map ``W_{k+1} U``
-    give the removed set ``D`` and the compensations, and one :class:`~isoplastic.core.Change`
-    rotates, compensates and removes, all-or-nothing.
+    ``W_k = U Σ Vᵀ`` and ``U_D`` (``(n_k, n)``) the columns of the removed directions, the
+    removed biases ``U_Dᵀ b``, ψ entries ``U_Dᵀ ψ`` and outgoing columns ``W_D = W_{k+1} U_D``
+    give the compensations and the bound, and one :class:`~isoplastic.core.Change` rotates,
+    compensates and removes, all-or-nothing. The rotation puts ``span(U_D)`` on ``n``
+    coordinates (:func:`_pivots` of ``U_D``) by ``n`` Householder reflectors
+    (:class:`~isoplastic.core.optim_state.Reflectors`), or, with ``diagonalise`` (default),
+    rotates by the whole ``U`` and removes the last ``n`` coordinates. The compensations ``o += ‖U_Dᵀb‖²`` and
+    ``ψ_{k+1} += W_{k+1} U_D U_Dᵀ b`` and the function after the removal depend only on
+    ``span(U_D)``, so both give the same result up to round-off.
 
     Args:
         gram: ``W_k W_kᵀ`` in float64 (``(n_k, n_k)``) of the current incoming matrix, for
             float32 and narrower weights: the basis is then its eigenvectors, as in
             :func:`~isoplastic.linalg.left_singular_basis`, without forming it again.
-        next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: computed).
-        indices: remove these positions instead of the ``n`` weakest (``n`` is then ignored).
-        diagonalise: rotate into the left singular basis first (the strengths are then the
-            singular values); without it the strengths are the incoming rows' norms.
+        next_norm: an upper bound of ``‖W_{k+1}‖₂`` for the predicted bound (default: the
+            certified :func:`~isoplastic.linalg.spectral_norm_bound`, no SVD).
+        indices: remove these positions of the current basis instead of the ``n`` weakest
+            directions (``n`` is then ignored); the strengths are then the incoming rows' norms
+            and nothing is rotated.
+        diagonalise: see :func:`neurodegeneration`.
     """
     op = "neurodegeneration" if indices is None else "remove_neurons"
     if indices is None:
@@ -158,33 +204,34 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
             "batch through net.train() first"
         )
     w = layer.incoming_matrix()
-    if diagonalise:
+    outgoing = layer.outgoing.detach()  # (n_next, n_k)
+    if chosen is not None:  # the current basis; a row's norm bounds its part of ‖W_D‖₂
+        drop = torch.tensor(chosen, dtype=torch.long)
+        q = torch.eye(width, dtype=w.dtype, device=w.device)[:, drop]
+        removed_s = w.detach()[drop].norm(dim=1).to(torch.float64)
+    else:
         u, s = left_singular_basis(w, gram=gram)
         strengths = neuron_strengths(s, width)
-    else:  # the current basis: identity rotation; a row's norm bounds its part of ‖W_D‖₂
-        u, strengths = torch.eye(width, dtype=w.dtype, device=w.device), w.norm(dim=1)
-    rot = ostate.Rotation(u)
-    bias = rot.apply(layer.bias.detach(), 0, ostate.FIRST)  # (n_k,) = Uᵀ b
-    out = rot.apply(layer.outgoing.detach(), 1, ostate.FIRST)  # (n_next, n_k) = W_{k+1} U
-    if chosen is not None:
-        drop = torch.tensor(chosen, dtype=torch.long)
-    elif criterion == "singular_value":
-        drop = torch.arange(width - n, width)
-    else:
-        impact = strengths.to(out.dtype) * out.norm(dim=0)
-        drop = torch.sort(torch.argsort(impact, stable=True)[:n]).values
-    b_star = bias[drop]  # (n,)
+        if criterion == "singular_value":
+            drop = torch.arange(width - n, width)
+        else:
+            impact = strengths.to(u.dtype) * ostate.Rotation(u).apply(outgoing, 1, ostate.FIRST
+                                                                       ).norm(dim=0)
+            drop = torch.sort(torch.argsort(impact, stable=True)[:n]).values
+        q = u[:, drop]  # (n_k, n): U_D
+        removed_s = strengths[drop].to(torch.float64)
+    basis = ostate.Rotation(q)  # contracting with U_D: the removed directions' coordinates
+    b_star = basis.apply(layer.bias.detach(), 0, ostate.FIRST)  # (n,) = U_Dᵀ b
     psi_axes = [a for a in space.axes if a.role == "psi"]
-    psi_star = (rot.apply(psi_axes[0].param.detach(), 0, ostate.FIRST)[drop] if psi_axes
+    psi_star = (basis.apply(psi_axes[0].param.detach(), 0, ostate.FIRST) if psi_axes
                 else b_star.new_zeros(0))
-    w_star = out[:, drop]  # (n_next, n)
+    w_star = basis.apply(outgoing, 1, ostate.FIRST)  # (n_next, n) = W_{k+1} U_D
 
     act = layer.activation
-    removed_s = strengths[drop].to(torch.float64)
     if next_norm is None:
-        next_norm = float(torch.linalg.matrix_norm(decomposable(out), ord=2))
+        next_norm = spectral_norm_bound(outgoing)
     w64 = w_star.to(torch.float64)
-    factor = float(torch.linalg.matrix_norm(w64, ord=2)) + next_norm  # ‖W_D‖ + ‖W_{k+1}‖
+    factor = spectral_norm_bound(w64) + next_norm  # ≥ ‖W_D‖₂ + ‖W_{k+1}‖₂
     bound = float(removed_s.sum()) * factor
     # Input-independent part: the removed ψ entries enter as ψ*·g_{k-1} with g ≤ 1; a bias not
     # folded into o shifts the norm by at most ‖b*‖ (φ is 1-Lipschitz); without ψ vectors the
@@ -196,9 +243,16 @@ def remove_weakest(net: nn.Module, k: int | str, n: int | None,
     if layer.next_psi is None:
         offset += float(carried64.norm())
 
-    if diagonalise:
+    if chosen is not None:
+        positions = chosen
+    elif diagonalise:
         change.rotate(space, u, check_orthogonal=False)
-    change.fold(space, _compensation(drop, layer.mean_gain)).remove(space, drop).apply()
+        positions = drop.tolist()
+    else:
+        positions = _pivots(q)
+        change.rotate(space, ostate.Reflectors.spanning(q, positions), check_orthogonal=False)
+    change.fold(space, _compensation(torch.tensor(positions), layer.mean_gain))
+    change.remove(space, positions).apply()
 
     return StructuralChange(
         op=op, layer=k, n=n, width_before=width, width_after=width - n,

@@ -273,8 +273,9 @@ def grown(block: IsoplasticBlock, k: int, n: int) -> None:
 
 @torch.no_grad()
 def reduced(block: IsoplasticBlock, k: int, n: int) -> None:
-    """Carry layer ``k``'s spectrum through the removal of its ``n`` weakest strengths by a
-    rotation into its singular basis (:func:`~isoplastic.neurodegeneration`).
+    """Carry layer ``k``'s spectrum through the removal of its ``n`` weakest strengths
+    (:func:`~isoplastic.neurodegeneration`: an orthogonal change of basis that puts the removed
+    singular directions on the removed coordinates, then their deletion).
 
     The kept strengths are the ``n_k − n`` largest of the matrix before, moved by at most the
     basis's and the rotation's round-off (:func:`tolerance`): the new anchor is the new ``W_k``
