@@ -196,8 +196,9 @@ class IsotropicActivation(nn.Module):
         """The scalar gain ``g(z; o)``: ``z``'s shape with axis ``dim`` reduced to size 1.
 
         Isotropic tanh with the exact series takes the fused kernel (analytic backward, no
-        ``φ(z)`` formed): layers that only need ``g`` — the MLP computes
-        ``W φ(z) + ψ g = g (W z + ψ)`` — use this.
+        ``φ(z)`` formed): layers that only need ``g`` use this; the MLP, which computes
+        ``W φ(z) + ψ g + b = g (W z + ψ) + b``, uses :meth:`gain_affine` (the product in the
+        same node).
         """
         if z.dtype in _HALF:
             return self.gain(z.float()).to(z.dtype)
@@ -477,10 +478,9 @@ class _IsotropicTanhFn(torch.autograd.Function):
         """The gradients of every input (``z, o, …, u, b``) through the reference formula with
         autograd and ``create_graph``, for the inputs that need one (``None`` for the others:
         ``z`` may need none while the trainable ``o`` does)."""
-        slots = (0, 1, 6, 7)
-        wanted = [i for i, t in zip(slots, (z, o, u, b))
-                  if t is not None and ctx.needs_input_grad[i]]
-        inputs = [(z, o, None, None, None, None, u, b)[i] for i in wanted]
+        tensors = {0: z, 1: o, 6: u, 7: b}  # argument position -> tensor input
+        wanted = [i for i, t in tensors.items() if t is not None and ctx.needs_input_grad[i]]
+        inputs = [tensors[i] for i in wanted]
         with torch.enable_grad():
             o_val = o.exp() if o is not None and ctx.log_o else o
             h, g = _reference_tanh(z, o_val, ctx.dim, ctx.q_switch, not ctx.nonneg)
@@ -489,6 +489,7 @@ class _IsotropicTanhFn(torch.autograd.Function):
                 pairs.append((torch.addcmul(b, u, g), grad_out))
             outs = [out for out, grad in pairs if grad is not None]
             grads = [grad for _, grad in pairs if grad is not None]
+            # u and b are unused when only g carries a gradient: their gradient is None
             res = torch.autograd.grad(outs, inputs, grads, create_graph=True, allow_unused=True)
         out: list[Tensor | None] = [None] * 8
         for i, r in zip(wanted, res):
