@@ -196,8 +196,9 @@ class IsotropicActivation(nn.Module):
         """The scalar gain ``g(z; o)``: ``z``'s shape with axis ``dim`` reduced to size 1.
 
         Isotropic tanh with the exact series takes the fused kernel (analytic backward, no
-        ``φ(z)`` formed): layers that only need ``g`` — the MLP computes
-        ``W φ(z) + ψ g = g (W z + ψ)`` — use this.
+        ``φ(z)`` formed): layers that only need ``g`` use this; the MLP, which computes
+        ``W φ(z) + ψ g + b = g (W z + ψ) + b``, uses :meth:`gain_affine` (the product in the
+        same node).
         """
         if z.dtype in _HALF:
             return self.gain(z.float()).to(z.dtype)
@@ -251,6 +252,23 @@ class IsotropicActivation(nn.Module):
         g = self._gain_formula(z)
         return g * z, g
 
+    def gain_affine(self, z: Tensor, u: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """``(b + g(z) ⊙ u, g(z))``: the gain applied to ``u`` and shifted by ``b``, as the MLP's
+        next pre-activation ``z_{k+1} = g_k ⊙ (z_k Wᵀ + ψ_k) + b``.
+
+        Shapes: ``z`` as for :meth:`gain`; ``u`` broadcastable with the gain (``(batch, m)``
+        against ``(batch, 1)``); ``b`` broadcastable with the result (``(m,)``). Values are those
+        of ``torch.addcmul(b, u, self.gain(z))``. Isotropic tanh with the exact series and equal
+        float32/float64 dtypes runs as one autograd node with the gain's fused kernel (the
+        product's gradients ``∂L/∂u = g ∂L/∂out``, ``∂L/∂b = Σ ∂L/∂out`` and the gain's
+        ``⟨∂L/∂out, u⟩`` computed in its backward); other cases compose :meth:`gain` and
+        ``addcmul``.
+        """
+        if self._fast_path_ok(z) and z.dtype not in _HALF and u.dtype == z.dtype == b.dtype:
+            return self._fast(z, with_h=False, affine=(u, b))
+        g = self.gain(z)
+        return torch.addcmul(b, u, g.to(u.dtype)), g
+
     def forward(self, z: Tensor) -> Tensor:
         if z.dtype in _HALF:
             return self.forward_with_gain(z)[0]
@@ -264,13 +282,14 @@ class IsotropicActivation(nn.Module):
         return (FUSED and type(self.profile) is TanhProfile and self.small_ball == "series"
                 and z.is_floating_point())
 
-    def _fast(self, z: Tensor, with_h: bool):
+    def _fast(self, z: Tensor, with_h: bool, affine: tuple[Tensor, Tensor] | None = None):
         o, log = None, False
         if self.mode is IntrinsicLength.TRAINABLE and self.log_o.dtype == z.dtype:
             o, log = self.log_o, True  # exp inside the kernel: one autograd node, not two
         elif self.mode is not IntrinsicLength.NONE:
             o = self.o_tensor().to(dtype=z.dtype, device=z.device)
-        return _IsotropicTanhFn.apply(z, o, self.dim, self.eps * self.eps, with_h, log)
+        u, b = affine if affine is not None else (None, None)
+        return _IsotropicTanhFn.apply(z, o, self.dim, self.eps * self.eps, with_h, log, u, b)
 
     def extra_repr(self) -> str:
         o = f", o={self.o:.3g}" if self.mode is not IntrinsicLength.NONE else ""
@@ -334,9 +353,11 @@ class _IsotropicTanhFn(torch.autograd.Function):
     r"""Fused ``(h, g) = (g(q) z, g(q))`` (or ``g`` alone), ``q = |‖z‖² + o|``, with an analytic
     backward.
 
-    Inputs ``(z, o, dim, q_switch, with_h, log_o)``: ``o`` is ``None``, the intrinsic length,
-    or (``log_o=True``) the trainable parameter ``log o``, exponentiated inside. Forward values
-    are bit-identical to :func:`_reference_tanh` (same operations on the same clamped operands).
+    Inputs ``(z, o, dim, q_switch, with_h, log_o, u, b)``: ``o`` is ``None``, the intrinsic
+    length, or (``log_o=True``) the trainable parameter ``log o``, exponentiated inside. Forward
+    values are bit-identical to :func:`_reference_tanh` (same operations on the same clamped
+    operands). With ``u`` and ``b`` (and ``with_h=False``) the outputs are
+    ``(addcmul(b, u, g), g)``: the affine step of the MLP in the same node (see below).
 
     No Python branch on tensor values under ``torch.compile`` / ``torch.export``: every case —
     the small-ball series, the closed form, the scaled radius where ``‖z‖²`` overflows — is
@@ -349,7 +370,11 @@ class _IsotropicTanhFn(torch.autograd.Function):
     .. math:: ∂L/∂z = g\,∂L/∂h + 2c\,z, \qquad ∂L/∂o = Σ c, \qquad ∂L/∂\log o = o Σ c,
 
     i.e. ``(g I + 2 g'(q) z zᵀ)`` applied to the gradient, in three passes over ``(batch, n)``
-    and one new buffer, instead of the dozen passes autograd makes. Outside the small ball
+    and one new buffer, instead of the dozen passes autograd makes. In the affine form
+    ``out = b + g u`` the gradient ``∂L/∂g`` adds ``⟨∂L/∂out, u⟩`` (summed to ``g``'s shape), and
+    ``∂L/∂u = g ∂L/∂out``, ``∂L/∂b = ∂L/∂out`` summed to ``b``'s shape: the operations of
+    ``addcmul``'s own backward, so gradients are bit-identical to the composition, without its
+    autograd node and its copies of ``u`` and ``g`` (scaled by ``value = 1``). Outside the small ball
     ``g'(q) = (1 − tanh²ρ − g)/(2q)``, the expression autograd evaluates through ``tanh(ρ)/ρ``;
     where ``q`` overflowed, ``g'`` is taken as 0. When a graph of the backward is requested
     (``create_graph=True``: double backward, gradgradcheck), the backward re-derives the
@@ -359,7 +384,8 @@ class _IsotropicTanhFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, o: Tensor | None, dim: int, q_switch: float,  # type: ignore[override]
-                with_h: bool = True, log_o: bool = False):
+                with_h: bool = True, log_o: bool = False, u: Tensor | None = None,
+                b: Tensor | None = None):
         sq = (z * z).sum(dim=dim, keepdim=True)
         o_val = o
         if o is not None:
@@ -387,22 +413,38 @@ class _IsotropicTanhFn(torch.autograd.Function):
         ctx.with_h = with_h
         ctx.log_o = log_o
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(z, sq, g, t, o, o_val)
+        ctx.affine = u is not None
+        ctx.save_for_backward(z, sq, g, t, o, o_val, u, b)
+        if ctx.affine:
+            return torch.addcmul(b, u, g), g
         if not with_h:
             return g
         return g * z, g
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None):  # type: ignore[override]
-        z, sq, g, t, o, o_val = ctx.saved_tensors
-        grad_h, grad_g = grads if ctx.with_h else (None, grads[0])
-        if grad_h is None and grad_g is None:
-            return None, None, None, None, None, None
+        z, sq, g, t, o, o_val, u, b = ctx.saved_tensors
+        grad_out = grad_h = None
+        if ctx.affine:
+            grad_out, grad_g = grads
+        elif ctx.with_h:
+            grad_h, grad_g = grads
+        else:
+            grad_g = grads[0]
+        if grad_out is None and grad_h is None and grad_g is None:
+            return (None,) * 8
         if torch.is_grad_enabled():
-            dz, do = _IsotropicTanhFn._backward_with_graph(ctx, z, o, grad_h, grad_g)
-            return dz, do, None, None, None, None
+            return _IsotropicTanhFn._backward_with_graph(ctx, z, o, u, b, grad_out, grad_h,
+                                                         grad_g)
         dim = ctx.dim
-        s = None
+        s = du = db = None
+        if grad_out is not None:
+            # addcmul's backward: ∂L/∂u = ∂L/∂out · g, ∂L/∂b and ∂L/∂g summed to their shapes
+            if ctx.needs_input_grad[6]:
+                du = grad_out * g
+            if ctx.needs_input_grad[7]:
+                db = grad_out.sum_to_size(b.shape)
+            s = (grad_out * u).sum_to_size(g.shape)
         if grad_h is not None:
             s = (grad_h * z).sum(dim=dim, keepdim=True)
         if grad_g is not None:
@@ -429,29 +471,30 @@ class _IsotropicTanhFn(torch.autograd.Function):
             if ctx.log_o:
                 do = do * o_val  # d/d log o = o d/do
             do = do.reshape(o.shape)
-        return dz, do, None, None, None, None
+        return dz, do, None, None, None, None, du, db
 
     @staticmethod
-    def _backward_with_graph(ctx, z, o, grad_h, grad_g):
-        """``(∂L/∂z, ∂L/∂o)`` through the reference formula with autograd and ``create_graph``,
-        for the inputs that need a gradient (``None`` for the other: ``z`` may need none while
-        the trainable ``o`` does)."""
-        want_z, want_o = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        inputs = [t for t, want in ((z, want_z), (o, want_o)) if want]
+    def _backward_with_graph(ctx, z, o, u, b, grad_out, grad_h, grad_g):
+        """The gradients of every input (``z, o, …, u, b``) through the reference formula with
+        autograd and ``create_graph``, for the inputs that need one (``None`` for the others:
+        ``z`` may need none while the trainable ``o`` does)."""
+        tensors = {0: z, 1: o, 6: u, 7: b}  # argument position -> tensor input
+        wanted = [i for i, t in tensors.items() if t is not None and ctx.needs_input_grad[i]]
+        inputs = [tensors[i] for i in wanted]
         with torch.enable_grad():
             o_val = o.exp() if o is not None and ctx.log_o else o
             h, g = _reference_tanh(z, o_val, ctx.dim, ctx.q_switch, not ctx.nonneg)
-            outs, grads = [], []
-            if grad_h is not None:
-                outs.append(h)
-                grads.append(grad_h)
-            if grad_g is not None:
-                outs.append(g)
-                grads.append(grad_g)
-            res = list(torch.autograd.grad(outs, inputs, grads, create_graph=True))
-        dz = res.pop(0) if want_z else None
-        do = res.pop(0) if want_o else None
-        return dz, do
+            pairs = [(h, grad_h), (g, grad_g)]
+            if ctx.affine:
+                pairs.append((torch.addcmul(b, u, g), grad_out))
+            outs = [out for out, grad in pairs if grad is not None]
+            grads = [grad for _, grad in pairs if grad is not None]
+            # u and b are unused when only g carries a gradient: their gradient is None
+            res = torch.autograd.grad(outs, inputs, grads, create_graph=True, allow_unused=True)
+        out: list[Tensor | None] = [None] * 8
+        for i, r in zip(wanted, res):
+            out[i] = r
+        return tuple(out)
 
 
 class IsotropicTanh(IsotropicActivation):

@@ -118,17 +118,19 @@ def isotropic_chain(net: AffineChain, h: Tensor,
 
     ``z_0 = A_0 h + b_0``, ``z_{k+1} = g_k ⊙ (z_k W_{k+1}ᵀ + ψ_k) + b_{k+1}`` with ``g_k`` of
     shape ``(batch, 1)``. ``record(k, z_k, g_k)`` is called for every hidden layer if given.
+    The gain and the fused multiply-add are one call, :meth:`IsotropicActivation.gain_affine`
+    (one autograd node for isotropic tanh).
     """
     z = net.linears[0](h)  # (batch, n_1)
     for k, act in enumerate(net.activations):
-        g = act.gain(z)  # (batch, 1)
-        net._note_gain(k, g)
-        if record is not None:
-            record(k, z, g)
         lin = net.linears[k + 1]
         w_t = lin.weight.mT
         u = torch.addmm(net.psi[k], z, w_t) if len(net.psi) else z @ w_t
-        z = torch.addcmul(lin.bias, u, g.to(u.dtype))
+        z_next, g = act.gain_affine(z, u, lin.bias)  # g: (batch, 1)
+        net._note_gain(k, g)
+        if record is not None:
+            record(k, z, g)
+        z = z_next
     return z
 
 
