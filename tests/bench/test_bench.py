@@ -19,7 +19,8 @@ from isoplastic.topology.policies import strength_count
 def test_quick_harness_on_tiny_sizes_returns_required_finite_keys():
     res = suites.run_all(tiny=True, suites=("activation", "adaptation", "sparse"), log=lambda m: None)
     for key in ("train_step_ratio", "neuroadapt_epoch_fraction", "sparse_inference_ratio",
-                "nonzero_ratio"):
+                "nonzero_ratio", "neuroadapt_reflectors_epoch_fraction",
+                "neurodegeneration_reflectors_epoch_fraction"):
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
     assert res["suites"]["activation"]["rows"][0]["batch"] == 4
     assert all(v["same_changes"] for v in res["suites"]["adaptation"]["decision_check"].values())

@@ -311,12 +311,17 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         add(f"neuroadapt_remove5_layer{k}", lambda k=k: variant(k), adapt)
         add(f"neuroadapt_remove5_layer{k}_untracked", lambda k=k: variant(k), adapt, track=False)
         add(f"neuroadapt_remove5_layer{k}_reference", lambda k=k: variant(k), adapt, fast=False)
+        add(f"neuroadapt_remove5_layer{k}_reflectors", lambda k=k: variant(k),
+            lambda net, opt: neuroadapt(net, scaffold=2, threshold=0.1, optimizer=opt,
+                                        diagonalise=False))
     for k in range(n_hidden):
         for n in ks:
             add(f"neurodegeneration_layer{k}_n{n}", lambda: variant(None),
                 lambda net, opt, k=k, n=n: neurodegeneration(net, k, n, opt))
             add(f"neurogenesis_layer{k}_n{n}", lambda: variant(None),
                 lambda net, opt, k=k, n=n: neurogenesis(net, k, n, opt))
+            add(f"neurodegeneration_layer{k}_n{n}_reflectors", lambda: variant(None),
+                lambda net, opt, k=k, n=n: neurodegeneration(net, k, n, opt, diagonalise=False))
     add("neurogenesis_layer0_n1_ordered", lambda: variant(None),
         lambda net, opt: neurogenesis(net, 0, 1, opt, diagonalise=True))
 
@@ -366,6 +371,11 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         "neurogenesis_epoch_fraction": max(frac[f"neurogenesis_layer0_n{n}"] for n in ks),
         "neurodegeneration_epoch_fraction": max(frac[f"neurodegeneration_layer0_n{n}"]
                                                 for n in ks),
+        # the same removals rotating only the removed directions (diagonalise=False)
+        "neuroadapt_reflectors_epoch_fraction": max(
+            frac[f"neuroadapt_remove5_layer{k}_reflectors"] for k in range(n_hidden)),
+        "neurodegeneration_reflectors_epoch_fraction": max(
+            frac[f"neurodegeneration_layer0_n{n}_reflectors"] for n in ks),
         "drift_after_training": _drift_after_training(base, x, y, seed),
         "fractions": frac, "times": t.as_dict(), "decision_check": check,
         "transaction_clone_s": t_med(clone_t, "clone"),
@@ -909,7 +919,8 @@ def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "
             r = adaptation_cost(log=log, **kw)
             res["neuroadapt_epoch_fraction"] = r["neuroadapt_epoch_fraction"]
             for key in ("neuroadapt_no_change_epoch_fraction", "neurogenesis_epoch_fraction",
-                        "neurodegeneration_epoch_fraction"):
+                        "neurodegeneration_epoch_fraction", "neuroadapt_reflectors_epoch_fraction",
+                        "neurodegeneration_reflectors_epoch_fraction"):
                 res[key] = r[key]
             res["rollback_peak_over_touched"] = r["rollback_memory"]["peak_over_touched"]
         elif s == "sparse":

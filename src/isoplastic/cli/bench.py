@@ -215,6 +215,10 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
          "pass)", lambda v: v <= 2e-4)
     head("neurogenesis_epoch_fraction", "≤ 0.02 % (layer 0, any n)", lambda v: v <= 2e-4)
     head("neurodegeneration_epoch_fraction", "≤ 0.1 % (layer 0, any n)", lambda v: v <= 1e-3)
+    head("neuroadapt_reflectors_epoch_fraction", "≤ 0.1 % (removing 5, `diagonalise=False`)",
+         lambda v: v <= 1e-3)
+    head("neurodegeneration_reflectors_epoch_fraction", "≤ 0.1 % (layer 0, any n, "
+         "`diagonalise=False`)", lambda v: v <= 1e-3)
     head("rollback_peak_over_touched", "≤ 2 (× the tensors a guarded pass touches)",
          lambda v: v <= 2.0)
     if "sparse" in s:
