@@ -178,7 +178,7 @@ def spectral_norm_bound(w: Tensor) -> float:
     with ``‖R̃‖_F² = tr(A + ΔA) ≤ s μ (1+u) / (1 − γ_{s+1})``)
 
     .. math::
-        ‖w‖_2^2 = λ_{max}(G) ≤ μ + γ_{s+1} rac{s μ (1+u)}{1 − γ_{s+1}} + u (μ + \max_i Ĝ_{ii})
+        ‖w‖_2^2 = λ_{max}(G) ≤ μ + γ_{s+1} \frac{s μ (1+u)}{1 − γ_{s+1}} + u (μ + \max_i Ĝ_{ii})
             + γ_m ‖w‖_F^2,
 
     the last two terms for the rounding of ``A``'s diagonal and of ``Ĝ`` itself
