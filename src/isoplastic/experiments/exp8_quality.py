@@ -241,6 +241,19 @@ def best_cell(sweep_res: dict, model: str) -> dict | None:
     return next(c for c in cells if c["val_pct"]["mean"] == top)
 
 
+def run_seeded(config: Config, name: str, widths: list[int], data: dict, lr: float, seed: int,
+               device: torch.device, *, epochs: int | None = None,
+               adapt: tuple[int, float] | None = None) -> tuple[dict, nn.Module]:
+    """One run of the protocol: ``torch.manual_seed(seed)``, build ``name`` at ``widths``, then
+    :func:`train` it (``epochs`` defaults to ``config.epochs``). Returns its scores and the
+    trained network."""
+    torch.manual_seed(seed)
+    net = build(name, widths).to(device)
+    res = train(net, data, config.epochs if epochs is None else epochs, lr, seed,
+                foreach=config.foreach, adapt=adapt)
+    return res, net
+
+
 def sweep(config: Config, data: dict, n_in: int, n_out: int, device: torch.device) -> dict:
     """Every ``(depth, model)`` cell: the rate chosen on seed ``seed``'s validation accuracy,
     then the other seeds at that rate (each run built right after ``torch.manual_seed(seed)``)."""
@@ -251,15 +264,10 @@ def sweep(config: Config, data: dict, n_in: int, n_out: int, device: torch.devic
         t0 = time.perf_counter()
         by_lr = {}
         for lr in config.lrs:
-            torch.manual_seed(config.seed)
-            by_lr[lr] = train(build(name, widths).to(device), data, config.epochs, lr,
-                              config.seed, foreach=config.foreach)
+            by_lr[lr] = run_seeded(config, name, widths, data, lr, config.seed, device)[0]
         lr = choose_lr({r: by_lr[r]["val"] for r in config.lrs})
-        runs = [by_lr[lr]]
-        for seed in range(config.seed + 1, config.seed + config.repeats):
-            torch.manual_seed(seed)
-            runs.append(train(build(name, widths).to(device), data, config.epochs, lr, seed,
-                              foreach=config.foreach))
+        runs = [by_lr[lr]] + [run_seeded(config, name, widths, data, lr, seed, device)[0]
+                              for seed in range(config.seed + 1, config.seed + config.repeats)]
         res[f"{name}@{depth}"] = {
             "model": name, "depth": depth, "widths": widths, "lr": lr,
             "seeds": list(range(config.seed, config.seed + config.repeats)),
@@ -282,11 +290,8 @@ def width_sweep(config: Config, data: dict, n_in: int, n_out: int, sweep_res: di
     for width, name in progress(jobs, "quality widths"):
         lr = sweep_res[f"{name}@1"]["lr"]
         widths = [n_in, width, n_out]
-        runs = []
-        for seed in range(config.seed, config.seed + config.repeats):
-            torch.manual_seed(seed)
-            runs.append(train(build(name, widths).to(device), data, config.epochs, lr, seed,
-                              foreach=config.foreach))
+        runs = [run_seeded(config, name, widths, data, lr, seed, device)[0]
+                for seed in range(config.seed, config.seed + config.repeats)]
         res[f"{name}@w{width}"] = {"model": name, "width": width, "widths": widths, "lr": lr,
                                    "test_pct": mean_se(r["test"] for r in runs),
                                    "val_pct": mean_se(r["val"] for r in runs)}
@@ -336,10 +341,9 @@ def adaptive(config: Config, data: dict, n_in: int, n_out: int, sweep_res: dict,
     seeds = range(config.seed, config.seed + config.repeats)
     for seed in progress(seeds, "quality adaptive"):
         for arm in ("fixed", "adaptive"):
-            torch.manual_seed(seed)
-            net = build(config.adapt_model, widths).to(device)
-            res = train(net, data, epochs, lr, seed, foreach=config.foreach,
-                        adapt=(config.scaffold, config.threshold) if arm == "adaptive" else None)
+            res, net = run_seeded(
+                config, config.adapt_model, widths, data, lr, seed, device, epochs=epochs,
+                adapt=(config.scaffold, config.threshold) if arm == "adaptive" else None)
             arms[arm].append(res["test"])
             arms[f"params_{arm}"].append(sum(p.numel() for p in net.parameters()))
             if arm == "adaptive":
