@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import isoplastic as ip
@@ -206,3 +207,53 @@ def test_fullgraph_inductor_forward_backward_equals_eager(name, model, x):
     torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_c, g_e):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _loop_through_changes(backend: str | None, steps: int = 12) -> tuple[list[float], nn.Module]:
+    """A plain float64 loop (AdamW, previous loss alive) whose forward pass and loss run under
+    ``torch.compile(backend=...)`` (``None``: eager), with a neurogenesis, a neurodegeneration
+    and a neuroadapt pass between steps, each transporting the optimizer's state."""
+    torch.manual_seed(0)
+    net = ip.IsotropicMLP([12, 8, 8, 4]).double()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    x = torch.randn(16, 12, dtype=torch.float64)
+    y = torch.randint(0, 4, (16,))
+
+    def loss_of(x, y):
+        return torch.nn.functional.cross_entropy(net(x), y) + net.psi_penalty()
+
+    fn = loss_of if backend is None else torch.compile(loss_of, fullgraph=True, backend=backend)
+    changes = {3: lambda: ip.neurogenesis(net, 0, 3, opt,
+                                          generator=torch.Generator().manual_seed(1)),
+               6: lambda: ip.neurodegeneration(net, 1, 2, opt),
+               9: lambda: ip.neuroadapt(net, 2, 0.1, opt,
+                                        generator=torch.Generator().manual_seed(2))}
+    losses, loss = [], None
+    for step in range(steps):
+        if step in changes:
+            changes[step]()
+        opt.zero_grad(set_to_none=True)
+        loss = fn(x, y)  # the previous loss stays alive until here
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses, net
+
+
+@pytest.mark.parametrize("backend", [
+    "aot_eager",
+    pytest.param("inductor", marks=[
+        pytest.mark.slow,  # inductor compiles C++ for every shape the changes produce
+        pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"
+                                   ":DeprecationWarning"),
+        pytest.mark.skipif(_cxx() is None, reason="inductor on CPU needs a C++ compiler")])])
+def test_compiled_loop_through_structural_changes_matches_eager_in_float64(backend):
+    """Every change of shape recompiles the loss at its next call, and the compiled loop follows
+    the eager one step for step: the same widths, losses and weights to float64 round-off."""
+    eager_losses, eager = _loop_through_changes(None)
+    losses, net = _loop_through_changes(backend)
+    assert net.widths == eager.widths and net.widths != [12, 8, 8, 4]
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(eager_losses),
+                               rtol=1e-12, atol=1e-12)
+    for a, b in zip(net.parameters(), eager.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -47,6 +47,33 @@ def test_report_renders_from_results(tmp_path):
     assert "train_step_ratio" in text and (tmp_path / "figures" / "bench_sparse.png").exists()
 
 
+# dynamo instantiates torch.autograd.Function while tracing a custom Function (torch's own
+# deprecation warning about torch's own code)
+@pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be "
+                            "instantiated:DeprecationWarning")
+def test_compiled_suite_on_tiny_sizes_renders(tmp_path, monkeypatch):
+    """The compiled-step suite (aot_eager: no C++ compiler needed) gives finite ratios for every
+    mode, a recompilation after the structural change, and its report section; a machine
+    without a compiler for inductor gets a skip record naming the missing compiler."""
+    pytest.importorskip("matplotlib")
+    from isoplastic.cli.bench import write_report
+
+    res = suites.run_all(tiny=True, suites=("compiled",), log=lambda m: None)
+    c = res["suites"]["compiled"]
+    assert [r["kind"] for r in c["rows"]] == ["mlp", "cnn"]
+    for r in c["rows"]:
+        assert set(r["ratios"]) == set(suites.COMPILE_MODES)
+        assert all(math.isfinite(v) and v > 0 for v in r["ratios"].values())
+        assert r["recompile_after_change_s"] > 0
+    assert res["train_step_ratio_compiled"] == c["rows"][0]["ratios"]["compiled+fused"]
+    out = tmp_path / "bench.md"
+    write_report(res, out)
+    assert "### 1b. Compiled training step" in out.read_text()
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    assert "'no-such-compiler-xyz' is not on PATH" in suites._missing_compiler("inductor")
+    assert suites._missing_compiler("aot_eager") is None
+
+
 def _reference(z, o, q_switch=1e-6):
     sq = (z * z).sum(-1, keepdim=True)
     if o is not None:

@@ -6,7 +6,8 @@ reported alongside for reference only.
 
 1. :func:`activation_and_step` — isotropic activation vs ``tanh`` (forward+backward), and a
    full AdamW training step of :class:`~isoplastic.IsotropicMLP` vs
-   :class:`~isoplastic.ElementwiseMLP`.
+   :class:`~isoplastic.ElementwiseMLP`; :func:`compiled_step` — the same steps under
+   ``torch.compile``, and their recompilation after a structural change.
 2. :func:`adaptation_cost` — ``neuroadapt`` and single-call neurogenesis/neurodegeneration vs
    one training epoch of the paper's Exp 0 network (3072-500-500-10, batch 48, 50,000 samples).
 3. :func:`sparse_inference` — :func:`~isoplastic.export.compile_sparse` vs the dense network.
@@ -40,8 +41,8 @@ from ..topology.shrink import neurodegeneration, remove_neurons
 from ..verify import function_change
 from .timing import interleaved
 
-__all__ = ["activation_and_step", "adaptation_cost", "pruning_quality", "run_all",
-           "scaling", "sparse_inference"]
+__all__ = ["activation_and_step", "adaptation_cost", "compiled_step", "pruning_quality",
+           "run_all", "scaling", "sparse_inference"]
 
 Log = Callable[[str], None]
 
@@ -51,18 +52,26 @@ def _quiet(msg: str) -> None:
 
 
 def _step_fn(net: nn.Module, x: Tensor, y: Tensor, lr: float = 1e-3,
-             impl: str = "default") -> Callable[[], None]:
+             impl: str = "default", backend: str | None = None) -> Callable[[], None]:
     """One training step as the Trainer takes it: AdamW in torch's default implementation for
-    the device (``impl="foreach"`` or ``"fused"``: the multi-tensor or fused kernels)."""
+    the device (``impl="foreach"`` or ``"fused"``: the multi-tensor or fused kernels).
+    ``backend``: the forward pass and loss run under ``torch.compile(fullgraph=True,
+    backend=backend)`` (their backward with it); the optimizer step stays eager."""
     kw = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
     opt = torch.optim.AdamW(net.parameters(), lr=lr, **kw)
 
+    def loss_of(x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(net(x), y) + net.psi_penalty()
+
+    loss_fn = loss_of if backend is None else torch.compile(loss_of, fullgraph=True,
+                                                            backend=backend)
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(x), y) + net.psi_penalty()
-        loss.backward()
+        loss_fn(x, y).backward()
         opt.step()
 
+    step.optimizer = opt  # type: ignore[attr-defined]  # for a structural change in between
     return step
 
 
@@ -172,6 +181,90 @@ def cnn_step(in_shape=(1, 28, 28), channels=(16, 32), head=(64,), batch: int = 4
     log(f"  CNN {list(in_shape)} channels {list(channels)} head {list(head)} batch {batch}: "
         f"train step {out['train_step_ratio']:.3f}x")
     return out
+
+
+#: Modes of :func:`compiled_step`: (optimizer implementation, compiled forward and loss).
+COMPILE_MODES = {"eager": ("default", False), "compiled": ("default", True),
+                 "compiled+fused": ("fused", True)}
+
+
+def compiled_step(sizes=(256, 1024, "3072-in"), batch: int = 48, repeats: int = 15,
+                  seed: int = 0, backend: str = "inductor", cnn_kw: dict | None = None,
+                  log: Log = _quiet) -> dict:
+    """Training steps under ``torch.compile``: isotropic vs element-wise tanh, same mode.
+
+    Modes (:data:`COMPILE_MODES`, applied to both networks): ``eager`` (the Trainer's step),
+    ``compiled`` (forward pass and loss under ``torch.compile(fullgraph=True)``, their backward
+    compiled with them, AdamW eager) and ``compiled+fused`` (the same with the fused AdamW
+    kernel). All six steps of a size are timed interleaved; the ratios divide each mode's
+    isotropic step by the tanh step of the same mode, and by the eager tanh step.
+
+    Also, per size: the first call's time (tracing and code generation) and the first step
+    after a structural change (one ``neurogenesis`` of hidden layer 0 with the optimizer
+    transported): a change of shape makes the compiled function recompile once.
+    Compiled graphs are dropped (``torch._dynamo.reset()``) before every size: each size
+    compiles four functions, below torch's recompilation limit, so none falls back to eager.
+    """
+    import torch._dynamo
+
+    torch.manual_seed(seed)
+    shapes = [(str(s), "mlp", _size_widths(s)) for s in sizes] + [("cnn", "cnn", None)]
+    rows = []
+    for label, kind, widths in shapes:
+        torch._dynamo.reset()
+        if kind == "mlp":
+            x = torch.randn(batch, widths[0])
+            y = torch.randint(0, widths[-1], (batch,))
+
+            def make(iso: bool, widths=widths) -> nn.Module:
+                cls = IsotropicMLP if iso else ElementwiseMLP
+                return cls(widths, generator=torch.Generator().manual_seed(seed))
+        else:
+            kw = {"in_shape": (1, 28, 28), "channels": (16, 32), "head": (64,), **(cnn_kw or {})}
+            x = torch.randn(batch, *kw["in_shape"])
+            y = torch.randint(0, 10, (batch,))
+
+            def make(iso: bool, kw=kw) -> nn.Module:
+                cls = IsotropicCNN if iso else ElementwiseCNN
+                return cls(kw["in_shape"], list(kw["channels"]), kernel_sizes=3,
+                           head=list(kw["head"]), n_classes=10,
+                           generator=torch.Generator().manual_seed(seed))
+        fns, first_call, nets = {}, {}, {}
+        for net_name in ("iso", "tanh"):
+            for mode, (impl, comp) in COMPILE_MODES.items():
+                name = f"{net_name} {mode}"
+                nets[name] = make(net_name == "iso")
+                fns[name] = _step_fn(nets[name], x, y, impl=impl,
+                                     backend=backend if comp else None)
+                t0 = time.perf_counter()
+                fns[name]()
+                first_call[name] = time.perf_counter() - t0
+        t = interleaved(fns, repeats=repeats, warmup=3,
+                        inner=5 if kind == "mlp" and batch * widths[1] <= 300_000 else 1)
+        ratios = {mode: t.ratio(f"iso {mode}", f"tanh {mode}") for mode in COMPILE_MODES}
+        vs_eager = {mode: t.ratio(f"iso {mode}", "tanh eager") for mode in COMPILE_MODES}
+        grown = "iso compiled"
+        neurogenesis(nets[grown], 0, 1, fns[grown].optimizer,
+                     generator=torch.Generator().manual_seed(seed))
+        t0 = time.perf_counter()
+        fns[grown]()
+        recompile_s = time.perf_counter() - t0
+        row = {"size": label, "kind": kind, "widths": widths, "batch": batch,
+               "ratios": ratios, "ratios_vs_eager_tanh": vs_eager,
+               "first_call_s": first_call, "recompile_after_change_s": recompile_s,
+               "recompile_in_steps": recompile_s / t.median(grown), "times": t.as_dict()}
+        rows.append(row)
+        log(f"  {label} batch {batch}: " + ", ".join(
+            f"{m} {ratios[m]:.3f}x (vs eager tanh {vs_eager[m]:.3f}x)" for m in COMPILE_MODES)
+            + f"; recompile after a change {recompile_s:.1f} s")
+    torch._dynamo.reset()
+    mlp = [r for r in rows if r["kind"] == "mlp"]
+    cnn = next(r for r in rows if r["kind"] == "cnn")
+    return {
+        "backend": backend, "rows": rows,
+        "train_step_ratio_compiled": max(r["ratios"]["compiled+fused"] for r in mlp),
+        "cnn_train_step_ratio_compiled": cnn["ratios"]["compiled+fused"],
+    }
 
 
 def _step_by_feature(widths: list[int], batch: int, repeats: int, seed: int) -> dict:
@@ -893,8 +986,21 @@ def scaling(widths=(128, 256, 512, 1024), depths=(2, 4, 8), batches=(32, 128, 51
 
 
 # --------------------------------------------------------------------------------------------
-def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "pruning",
-                                         "scaling"), log: Log = print, tiny: bool = False) -> dict:
+def _missing_compiler(backend: str) -> str | None:
+    """Why ``backend`` cannot compile on this machine (``None`` if it can): the default
+    ``"inductor"`` backend generates C++ for the CPU and needs a compiler (``$CXX`` or g++)."""
+    if backend != "inductor":
+        return None
+    import shutil
+
+    cxx = os.environ.get("CXX", "g++")
+    return None if shutil.which(cxx) else (f"torch.compile's inductor backend needs a C++ "
+                                            f"compiler and {cxx!r} is not on PATH")
+
+
+def run_all(quick: bool = False, suites=("activation", "compiled", "adaptation", "sparse",
+                                         "pruning", "scaling"), log: Log = print,
+            tiny: bool = False) -> dict:
     """Run the chosen suites; ``quick`` shrinks repeats and sizes (< 10 min on 2 cores),
     ``tiny`` (tests) uses toy sizes that finish in seconds."""
     from .timing import machine
@@ -913,6 +1019,18 @@ def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "
             res["train_step_ratio"] = r["train_step_ratio"]
             res["cnn_train_step_ratio"] = r["cnn_train_step_ratio"]
             res["activation_ratio"] = r["activation_ratio"]
+        elif s == "compiled":
+            kw = (dict(sizes=(16,), batch=4, repeats=2, backend="aot_eager",
+                       cnn_kw=dict(in_shape=(1, 6, 6), channels=(3, 4), head=(5,)))
+                  if tiny else dict(repeats=7) if quick else dict(repeats=25))
+            missing = _missing_compiler(kw.get("backend", "inductor"))
+            if missing:
+                log(f"  skipped: {missing}")
+                res["suites"][s] = {"skipped": missing}
+                continue
+            r = compiled_step(log=log, **kw)
+            res["train_step_ratio_compiled"] = r["train_step_ratio_compiled"]
+            res["cnn_train_step_ratio_compiled"] = r["cnn_train_step_ratio_compiled"]
         elif s == "adaptation":
             kw = (dict(widths=(40, 12, 12, 5), train_batches=6, ks=(1, 2), repeats=2) if tiny else
                   dict(train_batches=60, repeats=3) if quick else dict(train_batches=300, repeats=7))
@@ -943,8 +1061,8 @@ def run_all(quick: bool = False, suites=("activation", "adaptation", "sparse", "
                        base=(256, 2, 128), repeats=3) if quick else dict())
             r = scaling(log=log, **kw)
         else:
-            raise ValueError(f"unknown suite {s!r}; choose from activation, adaptation, sparse, "
-                             "pruning, scaling")
+            raise ValueError(f"unknown suite {s!r}; choose from activation, compiled, "
+                             "adaptation, sparse, pruning, scaling")
         r["seconds"] = time.perf_counter() - t0
         res["suites"][s] = r
     res["seconds"] = time.perf_counter() - t_start

@@ -18,7 +18,7 @@ import click
 
 from ..errors import import_extra
 
-SUITES = ("activation", "adaptation", "sparse", "pruning", "scaling")
+SUITES = ("activation", "compiled", "adaptation", "sparse", "pruning", "scaling")
 REQUIRED = ("train_step_ratio", "neuroadapt_epoch_fraction", "sparse_inference_ratio",
             "nonzero_ratio")
 
@@ -210,6 +210,10 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
     head("train_step_ratio", "≤ 1.10 at every size", lambda v: v <= 1.10)
     head("cnn_train_step_ratio", "≤ 1.10 (CNN 1×28×28, channels 16, 32, head 64, batch 48)",
          lambda v: v <= 1.10)
+    head("train_step_ratio_compiled", "≤ 1.10 at every size (`torch.compile` and fused AdamW, "
+         "both networks)", lambda v: v <= 1.10)
+    head("cnn_train_step_ratio_compiled", "≤ 1.10 (the CNN, compiled and fused, both networks)",
+         lambda v: v <= 1.10)
     head("neuroadapt_epoch_fraction", "≤ 0.1 % (pass removing 5 neurons)", lambda v: v <= 1e-3)
     head("neuroadapt_no_change_epoch_fraction", "≤ 0.02 % (pass that changes nothing, after a "
          "pass)", lambda v: v <= 2e-4)
@@ -266,6 +270,7 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
         if "activation" in figs:
             L += ["", f"![train step ratio]({rel}/{figs['activation']})"]
         L.append("")
+    L += _compiled_section(s.get("compiled"))
     if "adaptation" in s:
         a = s["adaptation"]
         fr = a["fractions"]
@@ -375,6 +380,38 @@ def write_report(res: dict, path: Path, json_path: str | None = None) -> None:
     path.write_text("\n".join(L) + "\n")
 
 
+def _compiled_section(c: dict | None) -> list[str]:
+    """Section 1b: the training step under ``torch.compile`` (nothing when not measured)."""
+    if c is None:
+        return []
+    if "skipped" in c:
+        return ["### 1b. Compiled training step", "", f"Not measured: {c['skipped']}.", ""]
+    modes = list(c["rows"][0]["ratios"])
+    L = ["### 1b. Compiled training step", "",
+         f"The same steps with the forward pass and loss under `torch.compile(fullgraph=True, "
+         f"backend={c['backend']!r})` (backward compiled with them; the optimizer eager), "
+         "applied to both networks, batch "
+         f"{c['rows'][0]['batch']}. `compiled+fused` adds AdamW's fused kernel (`fused=True`). "
+         "Ratios isotropic / tanh in the same mode, and in parentheses against the eager tanh "
+         "step; all six steps of a row timed interleaved. *First call*: tracing and code "
+         "generation of the isotropic network; *recompile*: its first step after one "
+         "`neurogenesis` (a change of shape recompiles), in seconds and in steps.", "",
+         "| network | " + " | ".join(modes) + " | iso compiled+fused ms | tanh eager ms | "
+         "first call s | recompile s (steps) |",
+         "|---|" + "---|" * (len(modes) + 4)]
+    for r in c["rows"]:
+        t = r["times"]
+        name = "CNN" if r["kind"] == "cnn" else f"MLP {r['size']}"
+        L.append(f"| {name} | " + " | ".join(
+            f"{_f(r['ratios'][m])} ({_f(r['ratios_vs_eager_tanh'][m])})" for m in modes)
+            + f" | {_f(t['iso compiled+fused']['median_s'] * 1e3, 2)} | "
+            f"{_f(t['tanh eager']['median_s'] * 1e3, 2)} | "
+            f"{_f(r['first_call_s']['iso compiled'], 1)} | "
+            f"{_f(r['recompile_after_change_s'], 1)} ({_f(r['recompile_in_steps'], 0)}) |")
+    L.append("")
+    return L
+
+
 def _analysis(res: dict) -> list[str]:
     """What limited each goal, stated from the measured numbers."""
     s = res["suites"]
@@ -406,8 +443,8 @@ def _analysis(res: dict) -> list[str]:
             "AdamW is no faster on the CPU (its CPU kernels loop over the tensors), and the "
             "fused AdamW makes both steps faster without moving the ratio beyond the noise, so "
             "the Trainer keeps torch's default. "
-            "`torch.compile(fullgraph=True)` traces the whole network as one graph; compiled "
-            "steps are not part of this benchmark yet.")
+            "`torch.compile(fullgraph=True)` traces the whole network as one graph: section "
+            "1b times it.")
         cnn = s["activation"].get("cnn")
         if cnn:
             L.append(
