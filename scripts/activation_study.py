@@ -13,7 +13,15 @@ standardised inputs, the rate chosen on validation with the first seed, more see
   z_h / ‖z_h‖`` per group, radial profile ``s`` one of ``tanh`` (the library's),
   ``tanh2`` (``2 tanh(r/2)``, a radial length scale of 2), ``shrink`` (``max(r − 1, 0)``, the
   group soft-threshold), ``softplus`` (``softplus(r − 1) − softplus(−1)``), ``swish``
-  (``r σ(r − 1)``) and ``log1p``; ``-rms`` adds the RMS normaliser before it.
+  (``r σ(r − 1)``) and ``log1p``; ``-rms`` adds the RMS normaliser before it. ``gall`` is one
+  group of the whole width (``gall-tanh``: the isotropic function class at depth 1);
+* the same layers with an *invariant channel*, ``gS-PROFILE-inv`` and ``gS-PROFILE-invr``: every
+  group ``g`` also emits one rotation-invariant scalar ``ρ(‖z_g‖)``, concatenated after the
+  ``n`` rotating coordinates, so the read-out reads ``n + G`` inputs (``G`` groups);
+  ``ρ(r) = tanh(r)`` (``-inv``, bounded) or ``ρ(r) = √(1 + r²) − 1`` (``-invr``, unbounded). The
+  layer still commutes with every per-group rotation (the invariant coordinates do not move),
+  but it is no longer odd: ``z ↦ −z`` negates the rotating coordinates and leaves the invariant
+  ones, an even part that no isotropic profile has.
 
 These are plain depth-1 modules (no ψ, no intrinsic length), the function class of a grouped
 layer at depth 1; they probe the activation, not the library's models.
@@ -47,8 +55,14 @@ PROFILES = {
     "log1p": torch.log1p,
 }
 ELEMENTWISE = {"tanh": torch.tanh, "gelu": F.gelu}
+#: Invariant channels ``ρ(‖z_g‖)``, one per group, by model-name suffix.
+INVARIANTS = {
+    "inv": torch.tanh,
+    "invr": lambda r: torch.sqrt(1 + r * r) - 1,
+}
 DEFAULT_MODELS = ("tanh,tanh-ln,tanh-rms,gelu,gelu-ln,gelu-rms,g8-tanh,g8-tanh-rms,g8-tanh2,"
-                  "g8-shrink,g8-softplus,g8-swish,g8-log1p,g1-shrink,g1-softplus")
+                  "g8-shrink,g8-softplus,g8-swish,g8-log1p,g1-shrink,g1-softplus,g8-tanh-inv,"
+                  "g8-tanh-invr")
 
 
 def rms_normalise(z: Tensor) -> Tensor:
@@ -59,18 +73,24 @@ def rms_normalise(z: Tensor) -> Tensor:
 class OneLayer(nn.Module):
     """``x ↦ W_2 φ(N(W_1 x + b_1)) + b_2`` with orthogonal ``W``, zero biases; ``N`` is the
     identity, ``LayerNorm`` (``norm="ln"``) or :func:`rms_normalise` (``norm="rms"``); ``φ`` is
-    element-wise (``group=None``) or isotropic on groups of ``group`` neurons with ``profile``."""
+    element-wise (``group=None``) or isotropic on groups of ``group`` neurons with ``profile``.
+    With ``invariant`` (a key of :data:`INVARIANTS`, grouped layers only) ``φ`` also emits
+    ``ρ(‖z_g‖)`` per group, after the ``n`` rotating coordinates, and ``W_2`` reads ``n + G``."""
 
-    def __init__(self, widths: list[int], act: str, group: int | None, norm: str | None) -> None:
+    def __init__(self, widths: list[int], act: str, group: int | None, norm: str | None,
+                 invariant: str | None = None) -> None:
         super().__init__()
         n_in, n, n_out = widths
+        if invariant is not None and group is None:
+            raise ValueError("an invariant channel needs groups")
         self.widths = list(widths)  # read by the quality experiment's train()
-        self.first, self.last = nn.Linear(n_in, n), nn.Linear(n, n_out)
+        extra = n // group if invariant is not None else 0
+        self.first, self.last = nn.Linear(n_in, n), nn.Linear(n + extra, n_out)
         for lin in (self.first, self.last):
             nn.init.orthogonal_(lin.weight)
             nn.init.zeros_(lin.bias)
         self.ln = nn.LayerNorm(n) if norm == "ln" else None
-        self.act, self.group, self.norm = act, group, norm
+        self.act, self.group, self.norm, self.invariant = act, group, norm, invariant
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.first(x)  # (batch, n)
@@ -84,21 +104,27 @@ class OneLayer(nn.Module):
             zg = z.view(z.shape[0], -1, self.group)  # (batch, n / S, S)
             r = zg.norm(dim=2, keepdim=True).clamp_min(1e-12)
             h = (PROFILES[self.act](r) / r * zg).reshape(z.shape)
+            if self.invariant is not None:  # (batch, n + G): the G invariants after h
+                h = torch.cat([h, INVARIANTS[self.invariant](r.squeeze(2))], dim=1)
         return self.last(h)
 
 
 def build(name: str, widths: list[int]) -> OneLayer:
-    """``tanh``, ``gelu-ln``, ``g8-tanh2-rms``, ...: see the module docstring."""
+    """``tanh``, ``gelu-ln``, ``g8-tanh2-rms``, ``gall-tanh-inv``, ...: see the module
+    docstring."""
     parts = name.split("-")
     norm = parts.pop() if parts[-1] in ("ln", "rms") else None
-    if parts[0] in ELEMENTWISE and len(parts) == 1:
+    inv = parts.pop() if len(parts) > 1 and parts[-1] in INVARIANTS else None
+    if parts[0] in ELEMENTWISE and len(parts) == 1 and inv is None:
         return OneLayer(widths, parts[0], None, norm)
-    if (len(parts) == 2 and parts[0][:1] == "g" and parts[0][1:].isdigit()
-            and parts[1] in PROFILES and widths[1] % int(parts[0][1:]) == 0):
-        return OneLayer(widths, parts[1], int(parts[0][1:]), norm)
+    size = str(widths[1]) if parts[0] == "gall" else parts[0][1:]
+    if (len(parts) == 2 and parts[0][:1] == "g" and size.isdigit() and int(size) > 0
+            and parts[1] in PROFILES and widths[1] % int(size) == 0):
+        return OneLayer(widths, parts[1], int(size), norm, inv)
     raise SystemExit(f"model {name!r}: write tanh or gelu, or gS-PROFILE with S dividing the "
-                     f"width {widths[1]} and PROFILE one of {', '.join(PROFILES)}; optionally "
-                     "-ln or -rms")
+                     f"width {widths[1]} (gall: one group) and PROFILE one of "
+                     f"{', '.join(PROFILES)}, optionally -{' or -'.join(INVARIANTS)} (grouped "
+                     "only); optionally -ln or -rms")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,6 +16,7 @@ import isoplastic as ip
 from isoplastic.cli.reproduce import EXTRA, NAMES, reproduce_cmd
 from isoplastic.experiments.exp8_quality import (
     BASELINES,
+    HybridMLP,
     best_cell,
     build,
     choose_lr,
@@ -105,7 +106,8 @@ def _reference_train(net, x, y, epochs, lr, seed, adapt):
 
 
 @pytest.mark.parametrize(("name", "adapt"), [("gs-4", True), ("isotropic", True),
-                                             ("gelu-ln", False), ("relu", False)])
+                                             ("gelu-ln", False), ("relu", False),
+                                             ("hybrid", True)])
 def test_the_training_loop_is_the_study_protocol_bit_for_bit(name, adapt):
     data, info = prepare("digits", None, 300, torch.device("cpu"))
     widths = [info["n_features"], 8, info["n_classes"]]
@@ -148,6 +150,56 @@ def test_best_depth_is_chosen_on_validation_with_ties_to_the_shallower():
              "tanh@2": _cell("tanh", 2, 94.0, 99.9)}
     assert best_cell(sweep, "tanh")["depth"] == 1  # not the best test accuracy
     assert best_cell(sweep, "relu") is None
+
+
+def test_hybrid_is_gelu_ln_with_an_isotropic_last_hidden_layer():
+    torch.manual_seed(2)
+    net = build("hybrid", [6, 5, 4, 3]).double()
+    torch.manual_seed(2)
+    base = ip.GeluLayerNormMLP([6, 5, 4, 3]).double()
+    assert isinstance(net, HybridMLP) and net.widths == [6, 5, 4, 3]
+    assert list(ip.hidden_spaces(net)) == ["iso.0"]  # the front is not an isoplastic block
+    # the front is drawn as GELU+LayerNorm draws its first layer, the isotropic block after it
+    assert torch.equal(net.front[0].linears[0].weight, base.linears[0].weight)
+    x = torch.randn(7, 6, dtype=torch.float64)
+    h = F.gelu(F.layer_norm(base.linears[0](x), (5,)))  # a fresh LayerNorm is the plain one
+    torch.testing.assert_close(net(x), net.iso(h), rtol=0, atol=0)
+    # depth 1: no front, the isotropic MLP drawn the same way
+    torch.manual_seed(3)
+    one = build("hybrid", [6, 5, 3])
+    torch.manual_seed(3)
+    iso = ip.IsotropicMLP([6, 5, 3])
+    assert isinstance(one.front, torch.nn.Identity) and one.widths == [6, 5, 3]
+    a, b = one.iso.state_dict(), iso.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        build("hybrid", [6, 3])
+
+
+def test_hybrid_trains_and_adapts_only_its_isotropic_layer():
+    data, info = prepare("digits", None, 300, torch.device("cpu"))
+    widths = [info["n_features"], 8, 6, info["n_classes"]]
+    torch.manual_seed(0)
+    net = build("hybrid", widths)
+    front = {k: v.clone() for k, v in net.front.state_dict().items()}
+    res = train(net, data, 1, 3e-3, 0, adapt=(2, 0.1))  # ~6 AdamW steps, then neuroadapt
+    assert res["widths"] == net.widths[1:-1] and res["widths"][0] == 8
+    assert any(not torch.equal(front[k], v) for k, v in net.front.state_dict().items())  # trained
+    net.double()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    F.cross_entropy(net(data["train"][0][:48].double()), data["train"][1][:48]).backward()
+    opt.step()
+    front = {k: v.clone() for k, v in net.front.state_dict().items()}
+    n_iso = net.widths[2]
+    changes = ip.neuroadapt(net, 4, 0.5, optimizer=opt, generator=torch.Generator().manual_seed(1))
+    assert changes and {c.space for c in changes} == {"iso.0"}
+    assert net.widths[:2] == widths[:2] and net.widths[2] != n_iso
+    assert all(torch.equal(front[k], v) for k, v in net.front.state_dict().items())
+    x = data["test"][0][:50].double()
+    before, n_iso = net(x), net.widths[2]
+    ip.neurogenesis(net, "iso.0", 3, opt, generator=torch.Generator().manual_seed(2))
+    assert net.widths[2] == ip.hidden_spaces(net)["iso.0"].size == n_iso + 3
+    torch.testing.assert_close(net(x), before, rtol=1e-12, atol=1e-12)
 
 
 def test_unknown_models_and_bad_group_sizes_are_named():

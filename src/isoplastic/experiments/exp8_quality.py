@@ -12,7 +12,9 @@ training statistics, orthogonal initialisation):
   code path), library defaults for ``o`` and ψ;
 * ``isotropic``: :class:`~isoplastic.IsotropicMLP` with the library's defaults;
 * ``tanh``, ``relu``: :class:`~isoplastic.ElementwiseMLP`;
-* ``gelu-ln``: :class:`~isoplastic.GeluLayerNormMLP` (``Linear → LayerNorm → GELU``).
+* ``gelu-ln``: :class:`~isoplastic.GeluLayerNormMLP` (``Linear → LayerNorm → GELU``);
+* ``hybrid``: :class:`HybridMLP`, ``gelu-ln`` whose last hidden layer is isotropic (at depth 1,
+  with no ``Linear → LayerNorm → GELU`` layer before it, the isotropic MLP itself).
 
 Protocol (:func:`sweep`): the last 10 % of the training set, shuffled with seed 0, is a
 validation split. Every model and depth (``[n_0, width × depth, n_L]``) is trained at every rate
@@ -71,6 +73,8 @@ from .common import (
 BASELINES = ("tanh", "relu", "gelu-ln")
 #: The isotropic MLPs (the isotropic function class) that claim 13 compares with the baselines.
 ISOTROPIC = ("isotropic", "gs-all")
+#: Isotropic in their last hidden layer only (:class:`HybridMLP`).
+HYBRIDS = ("hybrid",)
 #: Mini-batch size of every training run.
 BATCH = 48
 
@@ -123,11 +127,59 @@ class Config(ExperimentConfig):
 # ------------------------------------------------------------------ models and training
 
 
+class HybridMLP(nn.Module):
+    """``Linear → LayerNorm → GELU`` hidden layers, then one isotropic hidden layer.
+
+    At ``widths = [n_0, n_1, …, n_L]`` (``L ≥ 2``) the hidden layers ``1 … L − 2`` are those of
+    :class:`~isoplastic.GeluLayerNormMLP` and the last, ``n_{L−1}``, is the hidden layer of an
+    :class:`~isoplastic.IsotropicMLP` ``[n_{L−2}, n_{L−1}, n_L]`` (library defaults: trainable
+    intrinsic length, ψ with decay), which also holds the read-out:
+
+    ``front = Sequential(GeluLayerNormMLP([n_0, …, n_{L−2}]), LayerNorm(n_{L−2}), GELU)``,
+    ``iso = IsotropicMLP([n_{L−2}, n_{L−1}, n_L])``, ``net(x) = iso(front(x))``.
+
+    At depth 1 (``L = 2``) there is no front (``nn.Identity``): the network is the isotropic
+    MLP ``[n_0, n_1, n_2]``, drawn as ``IsotropicMLP`` draws it. The weights are drawn front first
+    (each ``Linear`` orthogonal, zero bias), then the isotropic block. ``iso`` is an isoplastic
+    block inside a composite model: ``ip.hidden_spaces(net)`` is ``{"iso.0": …}``, and
+    :func:`~isoplastic.neuroadapt`, :func:`~isoplastic.neurogenesis` and the other structural
+    operations act on that space alone; the front is not an isoplastic block and never changes.
+
+    Shapes:
+        input ``(batch, n_0)``; output ``(batch, n_L)``.
+    """
+
+    def __init__(self, widths: list[int]) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 3 or min(widths) < 1:
+            raise ValueError(f"HybridMLP widths={widths}: give [n_0, hidden..., n_L] with at "
+                             "least one hidden layer, every entry >= 1")
+        front = widths[:-2]
+        self.front: nn.Module = nn.Identity() if len(front) < 2 else nn.Sequential(
+            GeluLayerNormMLP(front), nn.LayerNorm(front[-1]), nn.GELU())
+        self.iso = IsotropicMLP(widths[-3:])
+
+    @property
+    def widths(self) -> list[int]:
+        """``[n_0, …, n_L]``, the isotropic layer at its current width."""
+        if isinstance(self.front, nn.Identity):
+            return list(self.iso.widths)
+        return [*self.front[0].widths, *self.iso.widths[1:]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.iso(self.front(x))
+
+    def psi_penalty(self) -> torch.Tensor:
+        """The isotropic block's ψ penalty (the front has no ψ)."""
+        return self.iso.psi_penalty()
+
+
 def build(name: str, widths: list[int]) -> nn.Module:
     """The model ``name`` at ``widths = [n_0, n_1, …, n_L]``, drawn from the global stream.
 
     ``gs-S`` splits every hidden layer into groups of ``S`` neurons (``gs-all``: one group);
-    ``isotropic``, ``tanh``, ``relu``, ``gelu-ln`` as in the module docstring.
+    ``isotropic``, ``tanh``, ``relu``, ``gelu-ln``, ``hybrid`` as in the module docstring.
     """
     if name in ("tanh", "relu"):
         return ElementwiseMLP(widths, activation=name)
@@ -135,6 +187,8 @@ def build(name: str, widths: list[int]) -> nn.Module:
         return GeluLayerNormMLP(widths)
     if name == "isotropic":
         return IsotropicMLP(widths)
+    if name == "hybrid":
+        return HybridMLP(widths)
     if name.startswith("gs-"):
         size = name[3:]
         if size == "all":
@@ -147,7 +201,7 @@ def build(name: str, widths: list[int]) -> nn.Module:
                              f"multiples of the group size {size}; choose widths divisible by it")
         return GroupedIsotropicMLP(widths, widths[1] // int(size))
     raise ValueError(f"unknown model {name!r}; choose gs-S (S a group size), gs-all, isotropic, "
-                     f"{', '.join(BASELINES)}")
+                     f"{', '.join(HYBRIDS)}, {', '.join(BASELINES)}")
 
 
 def _penalty(net: nn.Module) -> torch.Tensor | float:
@@ -426,7 +480,7 @@ def run(config: Config, out_dir: str | Path) -> dict:
     if config.adaptive and not config.bench_only:
         if config.adapt_model in BASELINES:
             raise ValueError(f"adapt_model={config.adapt_model!r} cannot change its width (an "
-                             "element-wise baseline); choose gs-S, gs-all or isotropic")
+                             "element-wise baseline); choose gs-S, gs-all, isotropic or hybrid")
         build(config.adapt_model, [2, *(config.adapt_hidden or [config.width]), 2])
     data, info = prepare(config.dataset, config.data_dir, config.n_train, device)
     n_in, n_out = info["n_features"], info["n_classes"]
