@@ -68,7 +68,7 @@ def test_compiled_suite_on_tiny_sizes_renders(tmp_path, monkeypatch):
     assert res["train_step_ratio_compiled"] == c["rows"][0]["ratios"]["compiled+fused"]
     out = tmp_path / "bench.md"
     write_report(res, out)
-    assert "### 1b. Compiled training step" in out.read_text()
+    assert "### 1b. Fused and compiled training step" in out.read_text()
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     assert "'no-such-compiler-xyz' is not on PATH" in suites._missing_compiler("inductor")
     assert suites._missing_compiler("aot_eager") is None

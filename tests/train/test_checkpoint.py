@@ -205,3 +205,38 @@ def test_killed_cli_run_resumes_to_the_same_result(tmp_path):
     assert res.exit_code == 0, res.output
     assert _read_metrics(killed) == _read_metrics(full)
     assert len(_read_metrics(full)) == 40
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd", "adagrad", "rmsprop", "nadam"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_make_optimizer_uses_the_fused_kernel_where_torch_has_one(name, dtype):
+    from isoplastic import IsotropicMLP
+    from isoplastic.train.checkpoint import FUSED_OPTIMIZERS, make_optimizer
+
+    net = IsotropicMLP([6, 5, 3]).to(dtype)
+    opt = make_optimizer(net, TrainConfig(optimizer=name))
+    assert bool(opt.param_groups[0].get("fused")) is (name in FUSED_OPTIMIZERS)
+    assert [p for g in opt.param_groups for p in g["params"]] == list(net.parameters())
+
+
+def test_a_checkpoint_of_the_default_implementation_resumes_with_it(tmp_path, small_data):
+    """A run saved by a torch-default (unfused) AdamW, as every run before the Trainer used the
+    fused kernel, resumes unfused: the implementation is one of the parameter groups' settings,
+    which loading the checkpoint's optimizer state restores (with the state itself)."""
+    from isoplastic.core import optim_state as ostate
+
+    trainer = Trainer(_config(tmp_path / "run", epochs=1), data=small_data, progress=False)
+    opt = trainer.arms["adaptive"].optimizer
+    assert opt.param_groups[0]["fused"] is True
+    net = trainer.arms["adaptive"].net
+    plain = torch.optim.AdamW(net.parameters(), lr=opt.param_groups[0]["lr"],
+                              weight_decay=opt.param_groups[0]["weight_decay"])
+    x = trainer.x_train[:32]
+    y = trainer.y_train[:32]
+    loss = torch.nn.functional.cross_entropy(net(x), y) + net.psi_penalty()
+    loss.backward()
+    plain.step()
+    tensors, meta = ostate.state_tensors(plain), ostate.state_meta(plain)
+    ostate.load_state_tensors(opt, tensors, meta)
+    assert not opt.param_groups[0]["fused"]
+    _assert_optim_equal(plain, opt)
