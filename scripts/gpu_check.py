@@ -13,7 +13,8 @@ Checks:
 * parameters, gradients and optimizer state stay on the device and keep their dtypes;
 * TF32: with TF32 switched on globally, operations still run at full float32 precision;
 * speed: the isotropic / element-wise tanh training-step ratio (AdamW, float32,
-  CUDA-synchronised medians) at 256, 1024 and 4096 wide and for the
+  CUDA-synchronised medians; for the MLPs also with the fused AdamW on both networks, the
+  Trainer's optimizer) at 256, 1024 and 4096 wide and for the
   CNN (1×28×28, channels 16, 32, head 64); on 3072-500-500-10 a ``neuroadapt`` pass removing 5
   neurons in two layers and a pass that changes nothing (tracked spectra), as fractions of an
   epoch of training steps of the same network.
@@ -122,9 +123,10 @@ def sync(device: torch.device) -> None:
 
 
 def _step_time(device: torch.device, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-               repeats: int) -> float:
-    """Median seconds of one AdamW step (torch's default for the device) after 5 warm-ups."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+               repeats: int, fused: bool = False) -> float:
+    """Median seconds of one AdamW step after 5 warm-ups: torch's default implementation for the
+    device, or (``fused``) its fused kernel, which the Trainer uses."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, **({"fused": True} if fused else {}))
     times = []
     for i in range(repeats + 5):
         sync(device)
@@ -155,9 +157,13 @@ def step_ratio(device: torch.device, width: int, batch: int = 48, repeats: int =
     x = torch.randn(batch, width, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     widths = [width, width, width, 10]
-    iso = _step_time(device, ip.IsotropicMLP(widths).to(device), x, y, repeats)
-    tanh = _step_time(device, ip.ElementwiseMLP(widths).to(device), x, y, repeats)
-    return {"width": width, "iso_ms": iso * 1e3, "tanh_ms": tanh * 1e3, "ratio": iso / tanh}
+    out: dict = {"width": width}
+    for suffix, fused in (("", False), ("_fused", True)):
+        iso = _step_time(device, ip.IsotropicMLP(widths).to(device), x, y, repeats, fused)
+        tanh = _step_time(device, ip.ElementwiseMLP(widths).to(device), x, y, repeats, fused)
+        out |= {f"iso{suffix}_ms": iso * 1e3, f"tanh{suffix}_ms": tanh * 1e3,
+                f"ratio{suffix}": iso / tanh}
+    return out
 
 
 def _timed(device: torch.device, fn) -> float:
@@ -227,7 +233,9 @@ def main() -> int:
                               for w in sizes]
     for r in summary["step_ratios"]:
         print(f"train step {r['width']} wide: isotropic {r['iso_ms']:.3f} ms, tanh "
-              f"{r['tanh_ms']:.3f} ms, ratio {r['ratio']:.2f}")
+              f"{r['tanh_ms']:.3f} ms, ratio {r['ratio']:.2f}; fused AdamW (both) "
+              f"{r['iso_fused_ms']:.3f} / {r['tanh_fused_ms']:.3f} ms, ratio "
+              f"{r['ratio_fused']:.2f}")
     cnn = cnn_step_ratio(device, batch=8 if args.quick else 48, repeats=3 if args.quick else 30)
     summary["cnn_step_ratio"] = cnn
     print(f"CNN train step (1x28x28, channels 16, 32, head 64): isotropic {cnn['iso_ms']:.3f} ms, "
