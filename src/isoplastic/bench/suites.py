@@ -358,8 +358,10 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     x = torch.randn(batch, widths[0])
     y = torch.randint(0, widths[-1], (batch,))
     step = _step_fn(train_net, x, y)
+    fused_step = _step_fn(copy.deepcopy(base), x, y, impl="fused")  # the Trainer's optimizer
     for _ in range(5):
         step()
+        fused_step()
 
     def time_steps(n: int) -> list[float]:
         out = []
@@ -369,7 +371,16 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
             out.append(time.perf_counter() - t0)
         return out
 
+    def fused_steps(n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fused_step()
+            out.append(time.perf_counter() - t0)
+        return out
+
     steps = time_steps(train_batches // 2)
+    steps_fused = fused_steps(train_batches // 2)
     steps_per_epoch = epoch_samples / batch
     n_hidden = len(widths) - 2
 
@@ -452,8 +463,10 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
 
     t = interleaved(fns, repeats=repeats, warmup=1, setup=setup)
     steps += time_steps(train_batches - train_batches // 2)
+    steps_fused += fused_steps(train_batches - train_batches // 2)
     step_s = sorted(steps)[len(steps) // 2]
     epoch_s = step_s * steps_per_epoch
+    step_fused_s = sorted(steps_fused)[len(steps_fused) // 2]
     frac = {k: t.median(k) / epoch_s for k in fns}
     clone_t = interleaved({"clone": lambda: [p.data.clone() for p in base.parameters()]},
                           repeats=20, warmup=2)
@@ -461,6 +474,9 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
     change5 = max(frac[f"neuroadapt_remove5_layer{k}"] for k in range(n_hidden))
     out = {
         "widths": widths, "batch": batch, "step_s": step_s, "epoch_s": epoch_s,
+        # the same step with the fused AdamW (what the Trainer uses): its epoch is shorter, so
+        # every fraction above is epoch_s / epoch_fused_s times larger against it
+        "step_fused_s": step_fused_s, "epoch_fused_s": step_fused_s * steps_per_epoch,
         "steps_per_epoch": steps_per_epoch, "train_batches_timed": len(steps),
         "neuroadapt_epoch_fraction": change5,
         "neuroadapt_epoch_fraction_reference": max(
