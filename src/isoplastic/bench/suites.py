@@ -363,24 +363,16 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         step()
         fused_step()
 
-    def time_steps(n: int) -> list[float]:
+    def time_steps(fn: Callable[[], None], n: int) -> list[float]:
         out = []
         for _ in range(n):
             t0 = time.perf_counter()
-            step()
+            fn()
             out.append(time.perf_counter() - t0)
         return out
 
-    def fused_steps(n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fused_step()
-            out.append(time.perf_counter() - t0)
-        return out
-
-    steps = time_steps(train_batches // 2)
-    steps_fused = fused_steps(train_batches // 2)
+    steps = time_steps(step, train_batches // 2)
+    steps_fused = time_steps(fused_step, train_batches // 2)
     steps_per_epoch = epoch_samples / batch
     n_hidden = len(widths) - 2
 
@@ -462,8 +454,8 @@ def adaptation_cost(widths=(3072, 500, 500, 10), batch: int = 48, epoch_samples:
         }
 
     t = interleaved(fns, repeats=repeats, warmup=1, setup=setup)
-    steps += time_steps(train_batches - train_batches // 2)
-    steps_fused += fused_steps(train_batches - train_batches // 2)
+    steps += time_steps(step, train_batches - train_batches // 2)
+    steps_fused += time_steps(fused_step, train_batches - train_batches // 2)
     step_s = sorted(steps)[len(steps) // 2]
     epoch_s = step_s * steps_per_epoch
     step_fused_s = sorted(steps_fused)[len(steps_fused) // 2]

@@ -442,7 +442,7 @@ def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Opt
 
     Adam, AdamW, SGD and Adagrad use torch's fused kernel (``fused=True``) when every parameter
     is a floating-point tensor on the CPU or a CUDA device: on the CPU it makes the isotropic
-    MLP's AdamW step 1.4-1.9x faster than torch's default per-tensor loop (docs/benchmarks.md),
+    MLP's AdamW step 1.4-1.9x faster than torch's default per-tensor loop (`isoplastic bench`, 1b),
     where the multi-tensor ``foreach`` form measured no faster. Elsewhere, or where this torch
     has no such kernel, torch's default implementation. The choice is part of the optimizer's
     parameter groups, so a checkpoint resumes with the implementation it was trained with."""
